@@ -1,0 +1,488 @@
+//! The market config: TOML, with every default embedded (`bazaar config`
+//! prints them, commented).
+//!
+//! A user's file is laid over the defaults key by key, so it names only what it
+//! changes; then [`Config::validate`] checks everything that TOML types alone
+//! cannot, with errors that name the field and the fix.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{MAX_ORDER_QTY, NodeId};
+
+/// The default config, commented: what `bazaar config` prints.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// Most peers a market may have; past this a launcher's process count, not
+/// the protocol, is the limit.
+pub const MAX_PEERS: u32 = 1000;
+/// Most products a market may have.
+pub const MAX_PRODUCTS: usize = 1000;
+/// Most initial stock per product; keeps every sum far from `u64::MAX`.
+pub const MAX_STOCK: u64 = 1_000_000_000_000;
+
+/// A bad config, in words a person can act on.
+#[derive(Debug, thiserror::Error)]
+#[error("bad config: {0}")]
+pub struct ConfigError(pub String);
+
+fn bad(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub market: Market,
+    pub products: Vec<Product>,
+    pub roles: Roles,
+    pub workload: Workload,
+    #[serde(default)]
+    pub network: Network,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Market {
+    pub name: String,
+    pub peers: u32,
+    pub traders: u32,
+    pub mode: Mode,
+    #[serde(with = "duration_str")]
+    pub duration: Duration,
+    pub seed: u64,
+    #[serde(with = "duration_str")]
+    pub request_timeout: Duration,
+}
+
+/// How traders and the warehouse agree on the stock.
+#[derive(Copy, Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The document's cache-less trader: applied at the warehouse, then answered.
+    Strong,
+    /// The document's cache: answered from the trader's copy, flushed in batches.
+    Cached,
+    /// Ours: the warehouse escrows a share of the stock to each trader.
+    Escrow,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Strong => "strong",
+            Mode::Cached => "cached",
+            Mode::Escrow => "escrow",
+        })
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "strong" => Ok(Mode::Strong),
+            "cached" => Ok(Mode::Cached),
+            "escrow" => Ok(Mode::Escrow),
+            _ => Err(bad(format!(
+                "mode \"{s}\" is not a consistency mode (choose strong, cached or escrow)"
+            ))),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Product {
+    pub name: String,
+    pub stock: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Roles {
+    pub buyers: PeerSet,
+    pub sellers: PeerSet,
+}
+
+/// Some peers, given as a count or as explicit ids.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum PeerSet {
+    Count(u32),
+    Ids(Vec<u32>),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    pub seller: SellerLoad,
+    pub buyer: BuyerLoad,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SellerLoad {
+    pub quantity: u32,
+    #[serde(with = "duration_str")]
+    pub interval: Duration,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BuyerLoad {
+    pub max_quantity: u32,
+    #[serde(with = "duration_str")]
+    pub pause: Duration,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    pub warehouse: Option<SocketAddr>,
+    #[serde(default)]
+    pub peers: Vec<SocketAddr>,
+}
+
+/// What a node does in the market.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Warehouse,
+    Trader,
+    Buyer,
+    Seller,
+    /// A peer with no workload; it stays available to the election.
+    Idle,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Warehouse => "warehouse",
+            Role::Trader => "trader",
+            Role::Buyer => "buyer",
+            Role::Seller => "seller",
+            Role::Idle => "idle peer",
+        })
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        toml::from_str(DEFAULT_TOML).expect("the embedded default config parses")
+    }
+}
+
+impl Config {
+    /// Reads a config file, lays it over the defaults and validates it.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| bad(format!("{}: {}", path.display(), e.0)))
+    }
+
+    /// Parses TOML text laid over the defaults, and validates it.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let mut merged: toml::Table = toml::from_str(DEFAULT_TOML).expect("defaults parse");
+        let user: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        overlay(&mut merged, user);
+        let cfg: Config = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| bad(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The config as TOML, as written into a run directory.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a config serializes")
+    }
+
+    /// Checks what the types alone do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let m = &self.market;
+        if m.name.is_empty()
+            || !m
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(bad(format!(
+                "[market] name = {:?}: use letters, digits, '-' and '_' (it names the run directory)",
+                m.name
+            )));
+        }
+        if m.peers < 2 || m.peers > MAX_PEERS {
+            return Err(bad(format!(
+                "[market] peers = {} (need 2..={MAX_PEERS}: at least one trader and one buyer or seller)",
+                m.peers
+            )));
+        }
+        if m.traders == 0 || m.traders >= m.peers {
+            return Err(bad(format!(
+                "[market] traders = {} but {} peers (need 1 <= traders < peers)",
+                m.traders, m.peers
+            )));
+        }
+        if m.mode != Mode::Strong {
+            return Err(bad(format!(
+                "[market] mode = \"{}\" is not built yet; only \"strong\" runs today (\"cached\" and \"escrow\" are coming)",
+                m.mode
+            )));
+        }
+        if m.duration.is_zero() || m.duration > Duration::from_secs(24 * 3600) {
+            return Err(bad(format!(
+                "[market] duration = {:?} (need more than 0 and at most 24h)",
+                m.duration
+            )));
+        }
+        if m.request_timeout < Duration::from_millis(10) {
+            return Err(bad(format!(
+                "[market] request_timeout = {:?} is too short (need at least 10ms)",
+                m.request_timeout
+            )));
+        }
+        if self.products.is_empty() || self.products.len() > MAX_PRODUCTS {
+            return Err(bad(format!(
+                "[[products]] has {} entries (need 1..={MAX_PRODUCTS})",
+                self.products.len()
+            )));
+        }
+        let mut names = BTreeSet::new();
+        for (i, p) in self.products.iter().enumerate() {
+            if p.name.trim().is_empty() {
+                return Err(bad(format!("[[products]] #{i} has an empty name")));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(bad(format!(
+                    "[[products]] name \"{}\" appears twice (names must be unique)",
+                    p.name
+                )));
+            }
+            if p.stock > MAX_STOCK {
+                return Err(bad(format!(
+                    "[[products]] \"{}\" stock = {} is over the limit of {MAX_STOCK}",
+                    p.name, p.stock
+                )));
+            }
+        }
+        let w = &self.workload;
+        if w.seller.quantity == 0 || w.seller.quantity > MAX_ORDER_QTY {
+            return Err(bad(format!(
+                "[workload.seller] quantity = {} (need 1..={MAX_ORDER_QTY})",
+                w.seller.quantity
+            )));
+        }
+        if w.seller.interval < Duration::from_millis(1) {
+            return Err(bad(format!(
+                "[workload.seller] interval = {:?} (need at least 1ms)",
+                w.seller.interval
+            )));
+        }
+        if w.buyer.max_quantity == 0 || w.buyer.max_quantity > MAX_ORDER_QTY {
+            return Err(bad(format!(
+                "[workload.buyer] max_quantity = {} (need 1..={MAX_ORDER_QTY})",
+                w.buyer.max_quantity
+            )));
+        }
+        if !self.network.peers.is_empty() && self.network.peers.len() != m.peers as usize {
+            return Err(bad(format!(
+                "[network] peers lists {} addresses but [market] peers = {} (give one per peer, or none)",
+                self.network.peers.len(),
+                m.peers
+            )));
+        }
+        self.roles_of_peers().map(|_| ())
+    }
+
+    /// The traders before any election: the `traders` highest peer ids.
+    pub fn initial_traders(&self) -> Vec<NodeId> {
+        let m = &self.market;
+        (m.peers - m.traders + 1..=m.peers).map(NodeId).collect()
+    }
+
+    /// Every node's role, warehouse first, then peers `1..=N` in order.
+    pub fn roles_of_peers(&self) -> Result<Vec<(NodeId, Role)>, ConfigError> {
+        let peers = self.market.peers;
+        let traders: BTreeSet<u32> = self.initial_traders().iter().map(|n| n.0).collect();
+        let mut free = (1..=peers).filter(|p| !traders.contains(p));
+        let mut pick = |set: &PeerSet, what: &str| -> Result<Vec<u32>, ConfigError> {
+            match set {
+                PeerSet::Count(n) => {
+                    let ids: Vec<u32> = free.by_ref().take(*n as usize).collect();
+                    if ids.len() < *n as usize {
+                        return Err(bad(format!(
+                            "[roles] {what} = {n} but only {} peers are left after {} traders and the other role (raise [market] peers or lower the count)",
+                            ids.len(),
+                            traders.len()
+                        )));
+                    }
+                    Ok(ids)
+                }
+                PeerSet::Ids(ids) => {
+                    for &id in ids {
+                        if id == 0 || id > peers {
+                            return Err(bad(format!(
+                                "[roles] {what} names peer {id}, but peers are 1..={peers}"
+                            )));
+                        }
+                        if traders.contains(&id) {
+                            return Err(bad(format!(
+                                "[roles] {what} names peer {id}, which is a trader (traders are the {} highest ids: {:?})",
+                                traders.len(),
+                                traders
+                            )));
+                        }
+                    }
+                    Ok(ids.clone())
+                }
+            }
+        };
+        let buyers = pick(&self.roles.buyers, "buyers")?;
+        let sellers = pick(&self.roles.sellers, "sellers")?;
+        if let Some(both) = buyers.iter().find(|b| sellers.contains(b)) {
+            return Err(bad(format!(
+                "[roles] peer {both} is listed as both buyer and seller (a peer has one role)"
+            )));
+        }
+        let mut roles = vec![(NodeId::WAREHOUSE, Role::Warehouse)];
+        for p in 1..=peers {
+            let role = if traders.contains(&p) {
+                Role::Trader
+            } else if buyers.contains(&p) {
+                Role::Buyer
+            } else if sellers.contains(&p) {
+                Role::Seller
+            } else {
+                Role::Idle
+            };
+            roles.push((NodeId(p), role));
+        }
+        Ok(roles)
+    }
+
+    /// One node's role.
+    pub fn role_of(&self, node: NodeId) -> Result<Role, ConfigError> {
+        self.roles_of_peers()?
+            .into_iter()
+            .find(|(n, _)| *n == node)
+            .map(|(_, r)| r)
+            .ok_or_else(|| {
+                bad(format!(
+                    "node {} is not in this market (0 is the warehouse, peers are 1..={})",
+                    node.0, self.market.peers
+                ))
+            })
+    }
+
+    /// Initial stock per product, indexed by product id.
+    pub fn initial_stock(&self) -> Vec<u64> {
+        self.products.iter().map(|p| p.stock).collect()
+    }
+}
+
+/// Lays `top` over `base`: tables merge key by key, anything else is replaced.
+fn overlay(base: &mut toml::Table, top: toml::Table) {
+    for (k, v) in top {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => overlay(b, t),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Durations as human-readable strings ("250ms", "10s").
+mod duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration ({e}); write it like \"250ms\" or \"10s\""
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_give_the_documents_market() {
+        let cfg = Config::from_toml("").unwrap();
+        assert_eq!(cfg, Config::default());
+        let roles = cfg.roles_of_peers().unwrap();
+        let of = |r| roles.iter().filter(|(_, x)| *x == r).count();
+        assert_eq!(
+            (
+                of(Role::Warehouse),
+                of(Role::Trader),
+                of(Role::Buyer),
+                of(Role::Seller)
+            ),
+            (1, 2, 2, 2)
+        );
+        assert_eq!(cfg.initial_traders(), vec![NodeId(5), NodeId(6)]);
+    }
+
+    #[test]
+    fn a_user_file_changes_only_what_it_names() {
+        let cfg = Config::from_toml("[market]\nduration = \"3s\"\n").unwrap();
+        assert_eq!(cfg.market.duration, Duration::from_secs(3));
+        assert_eq!(cfg.market.peers, 6);
+    }
+
+    #[test]
+    fn written_config_reads_back_the_same() {
+        let cfg = Config::default();
+        assert_eq!(Config::from_toml(&cfg.to_toml()).unwrap(), cfg);
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_fix() {
+        assert!(err("[market]\ntraders = 6").contains("traders = 6 but 6 peers"));
+        assert!(err("[market]\nmode = \"cached\"").contains("not built yet"));
+        assert!(err("[market]\nmode = \"fast\"").contains("unknown variant"));
+        assert!(err("[market]\nduration = \"soon\"").contains("not a duration"));
+        assert!(err("[market]\npeers = -3").contains("peers"));
+        assert!(err("[market]\nbogus = 1").contains("bogus"));
+        assert!(err("[workload.seller]\nquantity = 0").contains("quantity = 0"));
+        assert!(err("[workload.buyer]\nmax_quantity = 99999999").contains("max_quantity"));
+        assert!(err("[roles]\nbuyers = [6]").contains("which is a trader"));
+        assert!(err("[roles]\nbuyers = [1]\nsellers = [1]").contains("both buyer and seller"));
+        assert!(err("[roles]\nbuyers = 5").contains("only 4 peers are left"));
+        assert!(
+            err("[[products]]\nname = \"a\"\nstock = 1\n[[products]]\nname = \"a\"\nstock = 1")
+                .contains("appears twice")
+        );
+        assert!(err("products = []").contains("[[products]] has 0 entries"));
+        assert!(err("[market\n").contains("bad config"));
+    }
+
+    #[test]
+    fn explicit_role_lists_leave_other_peers_idle() {
+        let cfg = Config::from_toml("[roles]\nbuyers = [1]\nsellers = [4]").unwrap();
+        assert_eq!(cfg.role_of(NodeId(2)).unwrap(), Role::Idle);
+        assert_eq!(cfg.role_of(NodeId(4)).unwrap(), Role::Seller);
+        assert!(cfg.role_of(NodeId(7)).is_err());
+    }
+}

@@ -1,0 +1,41 @@
+//! # bazaar — a distributed trading market
+//!
+//! A warehouse holds the stock of every product. Peers `1..=N` each run as a
+//! trader, a buyer or a seller: traders take buy requests (message 6) and sell
+//! requests (message 5) from the other peers and settle them with the warehouse
+//! (messages 2, 3, 4, 9); buyers ask a random trader for a random quantity;
+//! sellers deposit items at a fixed rate. Every message carries a Lamport clock.
+//!
+//! In `strong` mode (the document's cache-less trader) a trader answers only
+//! after the warehouse applied the request, so the market never oversells; the
+//! warehouse applies requests in group-committed, durable transactions and
+//! remembers each request id, so a retry is never applied twice.
+//!
+//! ## Module map
+//! - [`config`]: the market config (TOML, defaults embedded, validated).
+//! - [`wire`]: the envelope, the message enum, frames and their limits.
+//! - [`clock`]: the Lamport clock.
+//! - [`net`]: the transport seam (TCP today, a simulated network in tests).
+//! - [`link`]: a multiplexed client connection to one node.
+//! - [`node`]: the node runtime: listener, connections, the role it serves.
+//! - [`warehouse`]: the warehouse service, its books and its durable store.
+//! - [`trader`]: the trader service and its consistency modes.
+//! - [`peer`]: buyers, sellers and the client they share.
+//! - [`market`]: the launcher behind `bazaar run`.
+//! - [`history`]: each node's log of requests, read back after the run.
+//! - [`check`]: the invariant checker.
+//! - [`report`]: `report.json` and the terminal summary.
+
+pub mod check;
+pub mod clock;
+pub mod config;
+pub mod history;
+pub mod link;
+pub mod market;
+pub mod net;
+pub mod node;
+pub mod peer;
+pub mod report;
+pub mod trader;
+pub mod warehouse;
+pub mod wire;

@@ -1,0 +1,261 @@
+//! A long-lived, multiplexed connection to one other node.
+//!
+//! A [`Link`] connects on first use, says hello, and then carries any number of
+//! requests at once: each request is filed under its [`RequestId`] and its reply,
+//! which may come back out of order, is matched by that id. A lost connection
+//! fails the requests in flight on it and is made anew by the next call.
+//! Every call has a deadline; a slow peer delays only its own callers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::net::Transport;
+use crate::wire::frame::{read_frame, write_frame};
+use crate::wire::{Body, Envelope, NodeId, PROTOCOL_VERSION, RequestId};
+
+/// How many outgoing messages may wait for the socket before callers wait too.
+const OUTBOX: usize = 1024;
+
+/// How a call can fail.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    #[error("cannot connect to {peer} at {addr}: {reason}")]
+    Connect {
+        peer: NodeId,
+        addr: SocketAddr,
+        reason: String,
+    },
+    #[error("{peer} refused the connection: {reason}")]
+    Handshake { peer: NodeId, reason: String },
+    #[error("connection to {peer} lost before it answered")]
+    Lost { peer: NodeId },
+    #[error("{peer} did not answer within {after:?}")]
+    Timeout { peer: NodeId, after: Duration },
+}
+
+type Pending = Arc<Mutex<HashMap<RequestId, oneshot::Sender<Body>>>>;
+
+struct Conn {
+    outbox: mpsc::Sender<Body>,
+    pending: Pending,
+    closed: CancellationToken,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.closed.cancel();
+    }
+}
+
+/// The connection from this node to `peer`.
+pub struct Link {
+    me: NodeId,
+    peer: NodeId,
+    addr: SocketAddr,
+    transport: Arc<dyn Transport>,
+    clock: Arc<Clock>,
+    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+}
+
+impl Link {
+    pub fn new(
+        me: NodeId,
+        peer: NodeId,
+        addr: SocketAddr,
+        transport: Arc<dyn Transport>,
+        clock: Arc<Clock>,
+    ) -> Self {
+        Self {
+            me,
+            peer,
+            addr,
+            transport,
+            clock,
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn peer(&self) -> NodeId {
+        self.peer
+    }
+
+    /// Sends a request and waits for its reply, for at most `timeout` in all
+    /// (connecting included).
+    pub async fn call(&self, body: Body, timeout: Duration) -> Result<Body, CallError> {
+        let id = body
+            .request_id()
+            .expect("Link::call is given requests only; one-way messages use Link::send");
+        let peer = self.peer;
+        tokio::time::timeout(timeout, async {
+            let conn = self.connection().await?;
+            let (tx, rx) = oneshot::channel();
+            let _filed = Filed::new(&conn.pending, id, tx);
+            conn.outbox
+                .send(body)
+                .await
+                .map_err(|_| CallError::Lost { peer })?;
+            rx.await.map_err(|_| CallError::Lost { peer })
+        })
+        .await
+        .map_err(|_| CallError::Timeout {
+            peer,
+            after: timeout,
+        })?
+    }
+
+    /// Sends a one-way message (no reply expected), within `timeout`.
+    pub async fn send(&self, body: Body, timeout: Duration) -> Result<(), CallError> {
+        let peer = self.peer;
+        tokio::time::timeout(timeout, async {
+            let conn = self.connection().await?;
+            conn.outbox
+                .send(body)
+                .await
+                .map_err(|_| CallError::Lost { peer })
+        })
+        .await
+        .map_err(|_| CallError::Timeout {
+            peer,
+            after: timeout,
+        })?
+    }
+
+    /// The open connection, or a new one if there is none or it was lost.
+    async fn connection(&self) -> Result<Arc<Conn>, CallError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| !c.closed.is_cancelled()) {
+            return Ok(c.clone());
+        }
+        let conn = Arc::new(self.open().await?);
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn open(&self) -> Result<Conn, CallError> {
+        let (peer, addr) = (self.peer, self.addr);
+        let stream = self
+            .transport
+            .connect(addr)
+            .await
+            .map_err(|e| CallError::Connect {
+                peer,
+                addr,
+                reason: e.to_string(),
+            })?;
+        let (mut rd, wr) = tokio::io::split(stream);
+        let mut wr = BufWriter::new(wr);
+        let hello = Envelope {
+            from: self.me,
+            clock: self.clock.tick(),
+            body: Body::Hello {
+                version: PROTOCOL_VERSION,
+            },
+        };
+        let handshake = |reason: String| CallError::Handshake { peer, reason };
+        write_frame(&mut wr, &hello)
+            .await
+            .map_err(|e| handshake(e.to_string()))?;
+        wr.flush().await.map_err(|e| handshake(e.to_string()))?;
+        let answer = read_frame(&mut rd)
+            .await
+            .map_err(|e| handshake(e.to_string()))?;
+        self.clock.observe(answer.clock);
+        match answer.body {
+            Body::Welcome { .. } => {}
+            Body::Refused { reason, .. } => return Err(handshake(reason.to_string())),
+            other => return Err(handshake(format!("answered hello with {}", other.name()))),
+        }
+
+        let pending: Pending = Arc::default();
+        let closed = CancellationToken::new();
+        let (outbox, mut out_rx) = mpsc::channel::<Body>(OUTBOX);
+
+        // Writer: stamps each message with the clock as it leaves, and flushes
+        // once the outbox is empty, so pipelined requests share a syscall.
+        let (me, clock, stop) = (self.me, self.clock.clone(), closed.clone());
+        tokio::spawn(async move {
+            loop {
+                let body = tokio::select! {
+                    b = out_rx.recv() => match b { Some(b) => b, None => break },
+                    _ = stop.cancelled() => break,
+                };
+                let env = Envelope {
+                    from: me,
+                    clock: clock.tick(),
+                    body,
+                };
+                if let Err(e) = write_frame(&mut wr, &env).await {
+                    tracing::warn!(%peer, "send failed: {e}");
+                    break;
+                }
+                if out_rx.is_empty() && wr.flush().await.is_err() {
+                    break;
+                }
+            }
+            stop.cancel();
+        });
+
+        // Reader: hands each reply to the caller waiting under its id.
+        let (clock, stop, waiting) = (self.clock.clone(), closed.clone(), pending.clone());
+        tokio::spawn(async move {
+            loop {
+                let env = tokio::select! {
+                    r = read_frame(&mut rd) => r,
+                    _ = stop.cancelled() => break,
+                };
+                let env = match env {
+                    Ok(env) => env,
+                    Err(e) => {
+                        tracing::debug!(%peer, "connection ended: {e}");
+                        break;
+                    }
+                };
+                clock.observe(env.clock);
+                let Some(id) = env.body.reply_id() else {
+                    tracing::warn!(%peer, "unexpected {} on a client connection", env.body.name());
+                    continue;
+                };
+                let waiter = waiting.lock().expect("pending map").remove(&id);
+                // A reply nobody waits for any more (its caller timed out) is dropped.
+                if let Some(tx) = waiter {
+                    let _ = tx.send(env.body);
+                }
+            }
+            stop.cancel();
+            // Dropping the senders fails every call still in flight on this connection.
+            waiting.lock().expect("pending map").clear();
+        });
+
+        Ok(Conn {
+            outbox,
+            pending,
+            closed,
+        })
+    }
+}
+
+/// A request filed in the pending map for as long as its caller waits.
+struct Filed<'a> {
+    pending: &'a Pending,
+    id: RequestId,
+}
+
+impl<'a> Filed<'a> {
+    fn new(pending: &'a Pending, id: RequestId, tx: oneshot::Sender<Body>) -> Self {
+        pending.lock().expect("pending map").insert(id, tx);
+        Self { pending, id }
+    }
+}
+
+impl Drop for Filed<'_> {
+    fn drop(&mut self) {
+        self.pending.lock().expect("pending map").remove(&self.id);
+    }
+}

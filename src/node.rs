@@ -1,0 +1,311 @@
+//! The node runtime: one listener, its connections, and the role it serves.
+//!
+//! Every connection opens with a hello (checked for the protocol version within
+//! [`ServeOptions::hello_timeout`]), then carries frames whose requests are
+//! handled concurrently, up to [`ServeOptions::max_in_flight`] per connection,
+//! and answered in whatever order they finish. A bad frame closes its own
+//! connection with a logged reason; the node goes on.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::{Config, Role};
+use crate::net::{BoxFuture, BoxStream, Listener, Transport};
+use crate::wire::frame::{FrameError, read_len, read_payload, write_frame};
+use crate::wire::{Body, Envelope, NodeId, PROTOCOL_VERSION, Refusal, RequestId};
+
+/// What a node does with each message it receives.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one message; returns the reply for a request, `None` for a
+    /// one-way message.
+    fn handle(&self, from: NodeId, body: Body) -> BoxFuture<'_, Option<Body>>;
+}
+
+/// The answer to a message this node's role does not take: a refusal for a
+/// request, a log line for a one-way message.
+pub fn not_for_role(role: impl std::fmt::Display, from: NodeId, body: &Body) -> Option<Body> {
+    let reason = Refusal::NotForRole {
+        role: role.to_string(),
+        message: body.name().to_string(),
+    };
+    tracing::warn!(%from, "{reason}");
+    body.request_id().map(|id| Body::Refused { id, reason })
+}
+
+/// Limits on each incoming connection.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeOptions {
+    /// A peer must say hello within this long after connecting.
+    pub hello_timeout: Duration,
+    /// Once a frame's length has arrived, its body must follow within this long.
+    pub frame_timeout: Duration,
+    /// A connection silent this long is closed (its peer reconnects when needed).
+    pub idle_timeout: Duration,
+    /// Requests handled at once per connection; beyond this the connection's
+    /// reader waits, so one busy peer cannot take all of a node's memory.
+    pub max_in_flight: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            hello_timeout: Duration::from_secs(5),
+            frame_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(300),
+            max_in_flight: 256,
+        }
+    }
+}
+
+/// Accepts connections until `stop`, serving each with `handler`.
+pub async fn serve(
+    mut listener: Box<dyn Listener>,
+    me: NodeId,
+    clock: Arc<Clock>,
+    handler: Arc<dyn Handler>,
+    opts: ServeOptions,
+    stop: CancellationToken,
+) {
+    loop {
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, don't spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let conn = Connection {
+            me,
+            clock: clock.clone(),
+            handler: handler.clone(),
+            opts,
+            stop: stop.child_token(),
+        };
+        tokio::spawn(async move {
+            if let Err(reason) = conn.run(stream).await {
+                tracing::warn!(%addr, "closed connection: {reason}");
+            }
+        });
+    }
+}
+
+struct Connection {
+    me: NodeId,
+    clock: Arc<Clock>,
+    handler: Arc<dyn Handler>,
+    opts: ServeOptions,
+    stop: CancellationToken,
+}
+
+impl Connection {
+    async fn run(self, stream: BoxStream) -> Result<(), String> {
+        let (mut rd, wr) = tokio::io::split(stream);
+        let mut wr = BufWriter::new(wr);
+
+        let hello = tokio::time::timeout(self.opts.hello_timeout, async {
+            let len = read_len(&mut rd).await?;
+            read_payload(&mut rd, len).await
+        })
+        .await
+        .map_err(|_| format!("no hello within {:?}", self.opts.hello_timeout))?
+        .map_err(|e| format!("bad hello: {e}"))?;
+        self.clock.observe(hello.clock);
+        let peer = hello.from;
+        match hello.body {
+            Body::Hello {
+                version: PROTOCOL_VERSION,
+            } => {}
+            Body::Hello { version } => {
+                let reason = Refusal::VersionMismatch {
+                    ours: PROTOCOL_VERSION,
+                    theirs: version,
+                };
+                let refusal = Body::Refused {
+                    id: RequestId::default(),
+                    reason: reason.clone(),
+                };
+                self.send_now(&mut wr, refusal).await;
+                return Err(format!("{peer}: {reason}"));
+            }
+            other => {
+                return Err(format!(
+                    "{peer} opened with {} instead of a hello",
+                    other.name()
+                ));
+            }
+        }
+        self.send_now(
+            &mut wr,
+            Body::Welcome {
+                version: PROTOCOL_VERSION,
+            },
+        )
+        .await;
+
+        // Writer: replies leave in the order they finish, stamped as they leave.
+        let (tx, mut rx) = mpsc::channel::<Body>(self.opts.max_in_flight);
+        let (me, clock, stop) = (self.me, self.clock.clone(), self.stop.clone());
+        let writer = tokio::spawn(async move {
+            while let Some(body) = rx.recv().await {
+                let env = Envelope {
+                    from: me,
+                    clock: clock.tick(),
+                    body,
+                };
+                let sent = write_frame(&mut wr, &env).await;
+                if sent.is_err() || (rx.is_empty() && wr.flush().await.is_err()) {
+                    stop.cancel();
+                    break;
+                }
+            }
+        });
+
+        let in_flight = Arc::new(Semaphore::new(self.opts.max_in_flight));
+        let result = loop {
+            let len = tokio::select! {
+                r = tokio::time::timeout(self.opts.idle_timeout, read_len(&mut rd)) => r,
+                _ = self.stop.cancelled() => break Ok(()),
+            };
+            let env = match len {
+                Err(_) => break Err(format!("{peer}: idle for {:?}", self.opts.idle_timeout)),
+                Ok(Err(FrameError::Closed)) => break Ok(()),
+                Ok(Err(e)) => break Err(format!("{peer}: {e}")),
+                Ok(Ok(len)) => {
+                    match tokio::time::timeout(self.opts.frame_timeout, read_payload(&mut rd, len))
+                        .await
+                    {
+                        Err(_) => {
+                            break Err(format!(
+                                "{peer}: frame body not sent within {:?}",
+                                self.opts.frame_timeout
+                            ));
+                        }
+                        Ok(Err(e)) => break Err(format!("{peer}: {e}")),
+                        Ok(Ok(env)) => env,
+                    }
+                }
+            };
+            self.clock.observe(env.clock);
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                break Ok(());
+            };
+            let (handler, tx) = (self.handler.clone(), tx.clone());
+            tokio::spawn(async move {
+                if let Some(reply) = handler.handle(env.from, env.body).await {
+                    let _ = tx.send(reply).await;
+                }
+                drop(permit);
+            });
+        };
+        drop(tx);
+        // Let replies already computed go out before the socket closes.
+        let _ = writer.await;
+        result
+    }
+
+    async fn send_now<W: tokio::io::AsyncWrite + Unpin>(&self, wr: &mut W, body: Body) {
+        let env = Envelope {
+            from: self.me,
+            clock: self.clock.tick(),
+            body,
+        };
+        if write_frame(wr, &env).await.is_ok() {
+            let _ = wr.flush().await;
+        }
+    }
+}
+
+/// Where every node listens: index 0 is the warehouse, then peers `1..=N`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressBook {
+    pub nodes: BTreeMap<NodeId, SocketAddr>,
+}
+
+impl AddressBook {
+    /// The addresses a config's `[network]` section gives (maybe none).
+    pub fn from_config(cfg: &Config) -> AddressBook {
+        let mut nodes = BTreeMap::new();
+        if let Some(w) = cfg.network.warehouse {
+            nodes.insert(NodeId::WAREHOUSE, w);
+        }
+        for (i, a) in cfg.network.peers.iter().enumerate() {
+            nodes.insert(NodeId(i as u32 + 1), *a);
+        }
+        AddressBook { nodes }
+    }
+
+    pub fn get(&self, node: NodeId) -> Option<SocketAddr> {
+        self.nodes.get(&node).copied()
+    }
+}
+
+/// Everything a node's role needs from its surroundings.
+#[derive(Clone)]
+pub struct NodeContext {
+    pub me: NodeId,
+    pub role: Role,
+    pub config: Arc<Config>,
+    pub book: Arc<AddressBook>,
+    pub clock: Arc<Clock>,
+    /// Who the traders are, as this node last heard (shared by all its parts).
+    pub traders: crate::peer::Traders,
+    pub transport: Arc<dyn Transport>,
+    /// The node's own durable state (the warehouse's ledger).
+    pub data_dir: PathBuf,
+    /// Where the node writes its history (`<node>.jsonl`).
+    pub history_dir: PathBuf,
+}
+
+/// Runs a node in its role until `stop_all`. Buyers and sellers trade until
+/// `stop_work`, write out their history, and call `on_done`; other roles call
+/// it at once. Returns once the node has stopped and its storage is closed.
+pub async fn run(
+    ctx: NodeContext,
+    listener: Box<dyn Listener>,
+    opts: ServeOptions,
+    stop_work: CancellationToken,
+    stop_all: CancellationToken,
+    on_done: impl FnOnce() + Send,
+) -> anyhow::Result<()> {
+    let mut ledger = None;
+    let handler: Arc<dyn Handler> = match ctx.role {
+        Role::Warehouse => {
+            let (warehouse, thread) = crate::warehouse::Warehouse::start(&ctx)?;
+            ledger = Some(thread);
+            Arc::new(warehouse)
+        }
+        Role::Trader => Arc::new(crate::trader::Trader::new(&ctx)),
+        Role::Buyer | Role::Seller | Role::Idle => Arc::new(crate::peer::PeerHandler::new(&ctx)),
+    };
+    let server = tokio::spawn(serve(
+        listener,
+        ctx.me,
+        ctx.clock.clone(),
+        handler,
+        opts,
+        stop_all.clone(),
+    ));
+    if matches!(ctx.role, Role::Buyer | Role::Seller) {
+        crate::peer::trade(&ctx, stop_work).await?;
+    }
+    on_done();
+    server.await?;
+    if let Some(thread) = ledger {
+        thread.join().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! The warehouse: the single source of truth for stock (messages 2, 3, 4; 9
+//! comes with the cached mode).
+//!
+//! Requests are checked at the door (unknown product, zero or huge quantity are
+//! refused and never reach the books), then handed to one ledger thread that
+//! owns the books and the store. It takes every request waiting, applies them
+//! in arrival order in one transaction (group commit), commits, and only then
+//! answers: an acknowledged change is on disk. A request id seen before is
+//! answered with its first result, never applied again.
+
+pub mod ledger;
+pub mod store;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::net::BoxFuture;
+use crate::node::{Handler, NodeContext, not_for_role};
+use crate::wire::{Body, NodeId, Order, Refusal, RequestId, Side};
+use ledger::Ledger;
+use store::{Change, Store};
+
+/// Requests that may wait for the ledger thread. Beyond this, connections wait
+/// (and with them their peers): backpressure instead of unbounded memory.
+const LEDGER_QUEUE: usize = 4096;
+/// Most requests one transaction takes; bounds the latency of the first one.
+const MAX_BATCH: usize = 512;
+
+enum Job {
+    Change(Change, oneshot::Sender<Body>),
+    Lookup(RequestId, oneshot::Sender<Body>),
+}
+
+/// The warehouse's message handler.
+pub struct Warehouse {
+    jobs: mpsc::Sender<Job>,
+    products: usize,
+}
+
+/// The ledger thread; [`LedgerThread::join`] waits until it has closed the store.
+pub struct LedgerThread(std::thread::JoinHandle<()>);
+
+impl LedgerThread {
+    pub async fn join(self) {
+        let _ = tokio::task::spawn_blocking(move || self.0.join()).await;
+    }
+}
+
+impl Warehouse {
+    /// Opens the store under the node's data directory and starts the ledger thread.
+    pub fn start(ctx: &NodeContext) -> anyhow::Result<(Warehouse, LedgerThread)> {
+        let initial = ctx.config.initial_stock();
+        let (store, ledger) = Store::open(&ctx.data_dir, &initial)?;
+        tracing::info!(stock = ?ledger.stock(), "warehouse open");
+        let (jobs, rx) = mpsc::channel(LEDGER_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("ledger".into())
+            .spawn(move || ledger_loop(store, ledger, rx))?;
+        Ok((
+            Warehouse {
+                jobs,
+                products: initial.len(),
+            },
+            LedgerThread(thread),
+        ))
+    }
+
+    async fn submit(&self, make: impl FnOnce(oneshot::Sender<Body>) -> Job, id: RequestId) -> Body {
+        let (tx, rx) = oneshot::channel();
+        let gone = || Body::Refused {
+            id,
+            reason: Refusal::StorageFailed {
+                reason: "the warehouse is shutting down".into(),
+            },
+        };
+        if self.jobs.send(make(tx)).await.is_err() {
+            return gone();
+        }
+        rx.await.unwrap_or_else(|_| gone())
+    }
+
+    async fn change(&self, side: Side, order: Order) -> Body {
+        if let Err(reason) = order.validate(self.products) {
+            return Body::Refused {
+                id: order.id,
+                reason,
+            };
+        }
+        self.submit(|tx| Job::Change(Change { side, order }, tx), order.id)
+            .await
+    }
+}
+
+impl Handler for Warehouse {
+    fn handle(&self, from: NodeId, body: Body) -> BoxFuture<'_, Option<Body>> {
+        Box::pin(async move {
+            match body {
+                Body::WarehouseBuy(order) => Some(self.change(Side::Buy, order).await),
+                Body::WarehouseSell(order) => Some(self.change(Side::Sell, order).await),
+                Body::Lookup { id } => Some(self.submit(|tx| Job::Lookup(id, tx), id).await),
+                other => not_for_role("warehouse", from, &other),
+            }
+        })
+    }
+}
+
+fn ledger_loop(store: Store, mut ledger: Ledger, mut rx: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let changes: Vec<Change> = batch
+            .iter()
+            .filter_map(|j| match j {
+                Job::Change(c, _) => Some(*c),
+                Job::Lookup(..) => None,
+            })
+            .collect();
+        let before = ledger.clone();
+        let outcomes = if changes.is_empty() {
+            Ok(Vec::new())
+        } else {
+            store.apply(&mut ledger, &changes)
+        };
+        let mut outcomes = match outcomes {
+            Ok(o) => o.into_iter(),
+            Err(e) => {
+                tracing::error!("commit failed, {} changes refused: {e}", changes.len());
+                ledger = before;
+                Vec::new().into_iter()
+            }
+        };
+        let stock = ledger.stock();
+        for job in batch.drain(..) {
+            match job {
+                Job::Lookup(id, tx) => {
+                    let _ = tx.send(Body::Stock {
+                        id,
+                        stock: stock.clone(),
+                    });
+                }
+                Job::Change(c, tx) => {
+                    let id = c.order.id;
+                    let reply = match outcomes.next() {
+                        Some(o) => {
+                            let a = o.applied();
+                            match a.side {
+                                Side::Buy => Body::Granted { id, qty: a.qty },
+                                Side::Sell => Body::Deposited { id },
+                            }
+                        }
+                        None => Body::Refused {
+                            id,
+                            reason: Refusal::StorageFailed {
+                                reason: "commit failed; nothing was applied".into(),
+                            },
+                        },
+                    };
+                    let _ = tx.send(reply);
+                }
+            }
+        }
+    }
+    tracing::info!(stock = ?ledger.stock(), "warehouse closed");
+}
