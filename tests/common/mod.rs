@@ -1,0 +1,120 @@
+//! Helpers shared by the integration tests: nodes in this process on loopback,
+//! the `bazaar` binary, raw connections for speaking bad protocol.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bazaar::clock::Clock;
+use bazaar::config::{Config, Role};
+use bazaar::link::Link;
+use bazaar::net::{Tcp, Transport};
+use bazaar::node::{self, AddressBook, NodeContext, ServeOptions};
+use bazaar::peer;
+use bazaar::wire::{Body, NodeId, RequestId};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The `bazaar` binary cargo built for these tests.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bazaar"))
+}
+
+/// Writes a config file into `dir` and returns its path.
+pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
+    let path = dir.join("market.toml");
+    std::fs::write(&path, toml).expect("write config");
+    path
+}
+
+/// A node running in this process on 127.0.0.1 with an OS-chosen port.
+pub struct LocalNode {
+    pub addr: SocketAddr,
+    pub stop: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl LocalNode {
+    /// Stops the node and waits until it has closed its storage.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.task.await.expect("node task").expect("node ran");
+    }
+}
+
+/// Starts `me` in its configured role; `book` must hold the nodes it talks to.
+pub async fn start_node(
+    cfg: &Config,
+    me: NodeId,
+    book: &AddressBook,
+    data_dir: &Path,
+    opts: ServeOptions,
+) -> LocalNode {
+    let transport: Arc<dyn Transport> = Tcp::shared();
+    let listener = transport
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().unwrap();
+    let ctx = NodeContext {
+        me,
+        role: cfg.role_of(me).expect("node in config"),
+        traders: peer::initial_traders(cfg),
+        config: Arc::new(cfg.clone()),
+        book: Arc::new(book.clone()),
+        clock: Arc::new(Clock::new()),
+        transport,
+        data_dir: data_dir.to_path_buf(),
+        history_dir: data_dir.join("history"),
+    };
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(node::run(
+        ctx,
+        listener,
+        opts,
+        stop.clone(),
+        stop.clone(),
+        || {},
+    ));
+    LocalNode { addr, stop, task }
+}
+
+/// A warehouse and the first trader of `cfg`, in this process.
+pub async fn start_warehouse_and_trader(
+    cfg: &Config,
+    dir: &Path,
+    opts: ServeOptions,
+) -> (LocalNode, LocalNode, NodeId) {
+    let mut book = AddressBook::default();
+    let warehouse = start_node(cfg, NodeId::WAREHOUSE, &book, &dir.join("warehouse"), opts).await;
+    book.nodes.insert(NodeId::WAREHOUSE, warehouse.addr);
+    let trader_id = *cfg.initial_traders().first().unwrap();
+    assert_eq!(cfg.role_of(trader_id).unwrap(), Role::Trader);
+    let trader = start_node(cfg, trader_id, &book, &dir.join("trader"), opts).await;
+    (warehouse, trader, trader_id)
+}
+
+/// A client link from a made-up node to `addr`.
+pub fn link_to(me: NodeId, peer: NodeId, addr: SocketAddr) -> Link {
+    Link::new(me, peer, addr, Tcp::shared(), Arc::new(Clock::new()))
+}
+
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The warehouse's stock, by lookup (message 4).
+pub async fn lookup(warehouse: &Link, seq: u64) -> Vec<u64> {
+    let id = RequestId {
+        node: NodeId(99),
+        seq,
+    };
+    match warehouse
+        .call(Body::Lookup { id }, TIMEOUT)
+        .await
+        .expect("lookup")
+    {
+        Body::Stock { stock, .. } => stock,
+        other => panic!("lookup answered {other:?}"),
+    }
+}
