@@ -95,8 +95,11 @@ impl Client {
                         (Outcome::Ok, got)
                     }
                     Ok(Body::Deposited { .. }) if side == Side::Sell => (Outcome::Ok, qty),
-                    Ok(Body::Refused { reason, .. }) => {
+                    Ok(Body::Refused { reason, .. }) if reason.nothing_applied() => {
                         (Outcome::Refused(reason.to_string()), Qty(0))
+                    }
+                    Ok(Body::Refused { reason, .. }) => {
+                        (Outcome::Failed(reason.to_string()), Qty(0))
                     }
                     Ok(other) => (
                         Outcome::Failed(format!("unexpected answer: {}", other.name())),

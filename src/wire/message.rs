@@ -157,6 +157,15 @@ pub enum Refusal {
     StorageFailed { reason: String },
 }
 
+impl Refusal {
+    /// Whether the refusal proves that nothing was applied. A trader that lost
+    /// the warehouse mid-request cannot know whether the warehouse applied it,
+    /// so its client must treat that request as undecided, not as refused.
+    pub fn nothing_applied(&self) -> bool {
+        !matches!(self, Refusal::WarehouseUnavailable { .. })
+    }
+}
+
 /// A message's content. See the module docs for the table of messages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
