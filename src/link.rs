@@ -40,7 +40,13 @@ pub enum CallError {
     Timeout { peer: NodeId, after: Duration },
 }
 
-type Pending = Arc<Mutex<HashMap<RequestId, oneshot::Sender<Body>>>>;
+/// Callers waiting for a reply, by request id. Each entry carries the number of
+/// the call that filed it, so that a call which gives up removes only its own
+/// entry, never that of a later call with the same id (a retry).
+type Pending = Arc<Mutex<HashMap<RequestId, (u64, oneshot::Sender<Body>)>>>;
+
+/// Numbers calls, for [`Pending`].
+static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 struct Conn {
     outbox: mpsc::Sender<Body>,
@@ -224,7 +230,7 @@ impl Link {
                 };
                 let waiter = waiting.lock().expect("pending map").remove(&id);
                 // A reply nobody waits for any more (its caller timed out) is dropped.
-                if let Some(tx) = waiter {
+                if let Some((_, tx)) = waiter {
                     let _ = tx.send(env.body);
                 }
             }
@@ -245,17 +251,25 @@ impl Link {
 struct Filed<'a> {
     pending: &'a Pending,
     id: RequestId,
+    call: u64,
 }
 
 impl<'a> Filed<'a> {
     fn new(pending: &'a Pending, id: RequestId, tx: oneshot::Sender<Body>) -> Self {
-        pending.lock().expect("pending map").insert(id, tx);
-        Self { pending, id }
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        pending.lock().expect("pending map").insert(id, (call, tx));
+        Self { pending, id, call }
     }
 }
 
 impl Drop for Filed<'_> {
     fn drop(&mut self) {
-        self.pending.lock().expect("pending map").remove(&self.id);
+        let mut pending = self.pending.lock().expect("pending map");
+        if pending
+            .get(&self.id)
+            .is_some_and(|(call, _)| *call == self.call)
+        {
+            pending.remove(&self.id);
+        }
     }
 }
