@@ -3,7 +3,8 @@
 //! A [`Link`] connects on first use, says hello, and then carries any number of
 //! requests at once: each request is filed under its [`RequestId`] and its reply,
 //! which may come back out of order, is matched by that id. A lost connection
-//! fails the requests in flight on it and is made anew by the next call.
+//! fails the requests in flight on it and is made anew by the next call; so
+//! is one on which nothing at all was heard for a whole call's deadline.
 //! Every call has a deadline; a slow peer delays only its own callers.
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -52,6 +54,14 @@ struct Conn {
     outbox: mpsc::Sender<Body>,
     pending: Pending,
     closed: CancellationToken,
+    /// When the last frame arrived from the peer.
+    heard: Arc<Mutex<Instant>>,
+}
+
+impl Conn {
+    fn heard_since(&self, t: Instant) -> bool {
+        *self.heard.lock().expect("heard") >= t
+    }
 }
 
 impl Drop for Conn {
@@ -99,8 +109,11 @@ impl Link {
             .request_id()
             .expect("Link::call is given requests only; one-way messages use Link::send");
         let peer = self.peer;
-        tokio::time::timeout(timeout, async {
+        let sent = Instant::now();
+        let mut used = None;
+        let answer = tokio::time::timeout(timeout, async {
             let conn = self.connection().await?;
+            used = Some(conn.clone());
             let (tx, rx) = oneshot::channel();
             let _filed = Filed::new(&conn.pending, id, tx);
             conn.outbox
@@ -109,11 +122,21 @@ impl Link {
                 .map_err(|_| CallError::Lost { peer })?;
             rx.await.map_err(|_| CallError::Lost { peer })
         })
-        .await
-        .map_err(|_| CallError::Timeout {
-            peer,
-            after: timeout,
-        })?
+        .await;
+        answer.unwrap_or_else(|_| {
+            // A peer that answered nothing at all during the whole call is
+            // presumed gone (a silent partition never closes a TCP stream):
+            // drop the connection so the next call makes a new one. A peer
+            // that is answering others is only slow; keep it.
+            if let Some(conn) = used.filter(|c| !c.heard_since(sent)) {
+                tracing::warn!(%peer, "nothing heard for {timeout:?}; reconnecting on next call");
+                conn.closed.cancel();
+            }
+            Err(CallError::Timeout {
+                peer,
+                after: timeout,
+            })
+        })
     }
 
     /// Sends a one-way message (no reply expected), within `timeout`.
@@ -181,6 +204,7 @@ impl Link {
 
         let pending: Pending = Arc::default();
         let closed = CancellationToken::new();
+        let heard = Arc::new(Mutex::new(Instant::now()));
         let (outbox, mut out_rx) = mpsc::channel::<Body>(OUTBOX);
 
         // Writer: stamps each message with the clock as it leaves, and flushes
@@ -210,6 +234,7 @@ impl Link {
 
         // Reader: hands each reply to the caller waiting under its id.
         let (clock, stop, waiting) = (self.clock.clone(), closed.clone(), pending.clone());
+        let last = heard.clone();
         tokio::spawn(async move {
             loop {
                 let env = tokio::select! {
@@ -224,6 +249,7 @@ impl Link {
                     }
                 };
                 clock.observe(env.clock);
+                *last.lock().expect("heard") = Instant::now();
                 let Some(id) = env.body.reply_id() else {
                     tracing::warn!(%peer, "unexpected {} on a client connection", env.body.name());
                     continue;
@@ -243,6 +269,7 @@ impl Link {
             outbox,
             pending,
             closed,
+            heard,
         })
     }
 }

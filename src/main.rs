@@ -16,7 +16,7 @@ use bazaar::clock::Clock;
 use bazaar::config::{Config, ConfigError, Mode, Role};
 use bazaar::market::RunDir;
 use bazaar::net::{Tcp, Transport};
-use bazaar::node::{self, AddressBook, NodeContext, ServeOptions};
+use bazaar::node::{self, AddressBook, IoMode, NodeContext, ServeOptions};
 use bazaar::warehouse::store::Store;
 use bazaar::wire::NodeId;
 use bazaar::{check, history, peer};
@@ -291,6 +291,7 @@ async fn run_node(
         book: Arc::new(book),
         clock: Arc::new(Clock::new()),
         transport,
+        io: IoMode::Threaded,
         data_dir,
         history_dir,
     };

@@ -253,6 +253,17 @@ impl AddressBook {
     }
 }
 
+/// How a node runs its blocking storage work.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum IoMode {
+    /// On threads of its own, so the async runtime never waits on a disk.
+    #[default]
+    Threaded,
+    /// On the node's own task: for the single-threaded deterministic
+    /// simulation, where simulated time must stand still while storage works.
+    Inline,
+}
+
 /// Everything a node's role needs from its surroundings.
 #[derive(Clone)]
 pub struct NodeContext {
@@ -264,6 +275,7 @@ pub struct NodeContext {
     /// Who the traders are, as this node last heard (shared by all its parts).
     pub traders: crate::peer::Traders,
     pub transport: Arc<dyn Transport>,
+    pub io: IoMode,
     /// The node's own durable state (the warehouse's ledger).
     pub data_dir: PathBuf,
     /// Where the node writes its history (`<node>.jsonl`).

@@ -15,8 +15,9 @@ pub async fn run(client: &mut Client, load: &BuyerLoad, stop: CancellationToken)
         let qty = Qty(client.rng().random_range(1..=load.max_quantity));
         client.request(Side::Buy, product, qty).await;
         tokio::select! {
-            _ = tokio::time::sleep(load.pause) => {}
+            biased;
             _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(load.pause) => {}
         }
     }
 }

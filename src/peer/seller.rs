@@ -13,9 +13,12 @@ pub async fn run(client: &mut Client, load: &SellerLoad, stop: CancellationToken
     let mut every = tokio::time::interval(load.interval);
     every.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
+        // Stop first: a stop and a tick due at once end the run the same way
+        // every time (the simulation replays runs exactly).
         tokio::select! {
-            _ = every.tick() => {}
+            biased;
             _ = stop.cancelled() => break,
+            _ = every.tick() => {}
         }
         let product = client.random_product();
         client

@@ -14,7 +14,7 @@ pub mod store;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::net::BoxFuture;
-use crate::node::{Handler, NodeContext, not_for_role};
+use crate::node::{Handler, IoMode, NodeContext, not_for_role};
 use crate::wire::{Body, NodeId, Order, Refusal, RequestId, Side};
 use ledger::Ledger;
 use store::{Change, Store};
@@ -36,31 +36,58 @@ pub struct Warehouse {
     products: usize,
 }
 
-/// The ledger thread; [`LedgerThread::join`] waits until it has closed the store.
-pub struct LedgerThread(std::thread::JoinHandle<()>);
+/// Where the ledger runs; [`LedgerRunner::join`] waits until it has closed the store.
+pub enum LedgerRunner {
+    /// Its own OS thread: storage blocks (fsync) without holding up the runtime.
+    Thread(std::thread::JoinHandle<()>),
+    /// A task on the node's runtime (simulation): simulated time stands still
+    /// while the store works, which keeps a simulated run deterministic.
+    Task(tokio::task::JoinHandle<()>),
+}
 
-impl LedgerThread {
+impl LedgerRunner {
     pub async fn join(self) {
-        let _ = tokio::task::spawn_blocking(move || self.0.join()).await;
+        match self {
+            LedgerRunner::Thread(t) => {
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
+            LedgerRunner::Task(t) => {
+                let _ = t.await;
+            }
+        }
     }
 }
 
 impl Warehouse {
-    /// Opens the store under the node's data directory and starts the ledger thread.
-    pub fn start(ctx: &NodeContext) -> anyhow::Result<(Warehouse, LedgerThread)> {
+    /// Opens the store under the node's data directory and starts the ledger.
+    pub fn start(ctx: &NodeContext) -> anyhow::Result<(Warehouse, LedgerRunner)> {
         let initial = ctx.config.initial_stock();
         let (store, ledger) = Store::open(&ctx.data_dir, &initial)?;
         tracing::info!(stock = ?ledger.stock(), "warehouse open");
-        let (jobs, rx) = mpsc::channel(LEDGER_QUEUE);
-        let thread = std::thread::Builder::new()
-            .name("ledger".into())
-            .spawn(move || ledger_loop(store, ledger, rx))?;
+        let (jobs, mut rx) = mpsc::channel(LEDGER_QUEUE);
+        let mut books = Books { store, ledger };
+        let runner = match ctx.io {
+            IoMode::Threaded => {
+                LedgerRunner::Thread(std::thread::Builder::new().name("ledger".into()).spawn(
+                    move || {
+                        while let Some(first) = rx.blocking_recv() {
+                            books.settle(first, &mut rx);
+                        }
+                    },
+                )?)
+            }
+            IoMode::Inline => LedgerRunner::Task(tokio::spawn(async move {
+                while let Some(first) = rx.recv().await {
+                    books.settle(first, &mut rx);
+                }
+            })),
+        };
         Ok((
             Warehouse {
                 jobs,
                 products: initial.len(),
             },
-            LedgerThread(thread),
+            runner,
         ))
     }
 
@@ -103,9 +130,24 @@ impl Handler for Warehouse {
     }
 }
 
-fn ledger_loop(store: Store, mut ledger: Ledger, mut rx: mpsc::Receiver<Job>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
+/// The books and their store, owned by the ledger.
+struct Books {
+    store: Store,
+    ledger: Ledger,
+}
+
+impl Drop for Books {
+    fn drop(&mut self) {
+        tracing::info!(stock = ?self.ledger.stock(), "warehouse closed");
+    }
+}
+
+impl Books {
+    /// Takes `first` and every job already waiting (up to [`MAX_BATCH`]),
+    /// applies them in one transaction and answers each.
+    fn settle(&mut self, first: Job, rx: &mut mpsc::Receiver<Job>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let (store, ledger) = (&self.store, &mut self.ledger);
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -124,13 +166,13 @@ fn ledger_loop(store: Store, mut ledger: Ledger, mut rx: mpsc::Receiver<Job>) {
         let outcomes = if changes.is_empty() {
             Ok(Vec::new())
         } else {
-            store.apply(&mut ledger, &changes)
+            store.apply(ledger, &changes)
         };
         let mut outcomes = match outcomes {
             Ok(o) => o.into_iter(),
             Err(e) => {
                 tracing::error!("commit failed, {} changes refused: {e}", changes.len());
-                ledger = before;
+                *ledger = before;
                 Vec::new().into_iter()
             }
         };
@@ -165,5 +207,4 @@ fn ledger_loop(store: Store, mut ledger: Ledger, mut rx: mpsc::Receiver<Job>) {
             }
         }
     }
-    tracing::info!(stock = ?ledger.stock(), "warehouse closed");
 }

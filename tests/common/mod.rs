@@ -11,7 +11,7 @@ use bazaar::clock::Clock;
 use bazaar::config::{Config, Role};
 use bazaar::link::Link;
 use bazaar::net::{Tcp, Transport};
-use bazaar::node::{self, AddressBook, NodeContext, ServeOptions};
+use bazaar::node::{self, AddressBook, IoMode, NodeContext, ServeOptions};
 use bazaar::peer;
 use bazaar::wire::{Body, NodeId, RequestId};
 use tokio::task::JoinHandle;
@@ -66,6 +66,7 @@ pub async fn start_node(
         book: Arc::new(book.clone()),
         clock: Arc::new(Clock::new()),
         transport,
+        io: IoMode::Threaded,
         data_dir: data_dir.to_path_buf(),
         history_dir: data_dir.join("history"),
     };

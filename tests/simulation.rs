@@ -1,0 +1,279 @@
+//! Deterministic simulation: the same node code as `bazaar run`, on turmoil's
+//! simulated network and clock instead of TCP, so faults are scripted in a few
+//! lines and a run of many simulated seconds takes a moment.
+//!
+//! The transport seam (`bazaar::net::Transport`) is all that changes: every
+//! node binds and connects through turmoil's network.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bazaar::check;
+use bazaar::clock::Clock;
+use bazaar::config::{Config, Role};
+use bazaar::history;
+use bazaar::net::{BoxFuture, BoxStream, Listener, Transport};
+use bazaar::node::{self, AddressBook, IoMode, NodeContext, ServeOptions};
+use bazaar::peer;
+use bazaar::warehouse::store::Store;
+use bazaar::wire::NodeId;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+const PORT: u16 = 7000;
+
+/// turmoil's network behind bazaar's transport seam.
+struct Simulated;
+
+struct SimListener(turmoil::net::TcpListener);
+
+impl Listener for SimListener {
+    fn accept(&mut self) -> BoxFuture<'_, std::io::Result<(BoxStream, SocketAddr)>> {
+        Box::pin(async move {
+            let (s, a) = self.0.accept().await?;
+            Ok((Box::new(s) as BoxStream, a))
+        })
+    }
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl Transport for Simulated {
+    fn bind(&self, addr: SocketAddr) -> BoxFuture<'_, std::io::Result<Box<dyn Listener>>> {
+        Box::pin(async move {
+            let l = turmoil::net::TcpListener::bind(addr).await?;
+            Ok(Box::new(SimListener(l)) as Box<dyn Listener>)
+        })
+    }
+    fn connect(&self, addr: SocketAddr) -> BoxFuture<'_, std::io::Result<BoxStream>> {
+        Box::pin(async move {
+            let s = turmoil::net::TcpStream::connect(addr).await?;
+            Ok(Box::new(s) as BoxStream)
+        })
+    }
+}
+
+fn host(node: NodeId) -> String {
+    node.to_string()
+}
+
+/// A whole market as turmoil hosts; `nemesis` runs as the test's client and
+/// returns once the buyers and sellers are done (each adds a permit to `done`).
+fn simulate(
+    cfg: &Config,
+    seed: u64,
+    dir: &Path,
+    nemesis: impl std::future::Future<Output = ()> + 'static,
+    done: Arc<Semaphore>,
+) {
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .simulation_duration(Duration::from_secs(120))
+        .build();
+    let roles = cfg.roles_of_peers().unwrap();
+    let nodes: Vec<NodeId> = roles.iter().map(|(n, _)| *n).collect();
+    for &(me, role) in &roles {
+        let (cfg, dir, done, nodes) = (cfg.clone(), dir.to_path_buf(), done.clone(), nodes.clone());
+        sim.host(host(me), move || {
+            let (cfg, dir, done, nodes) = (cfg.clone(), dir.clone(), done.clone(), nodes.clone());
+            async move {
+                let book = AddressBook {
+                    nodes: nodes
+                        .iter()
+                        .map(|&n| (n, SocketAddr::new(turmoil::lookup(host(n)), PORT)))
+                        .collect(),
+                };
+                let transport: Arc<dyn Transport> = Arc::new(Simulated);
+                let listener = transport
+                    .bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT))
+                    .await?;
+                let ctx = NodeContext {
+                    me,
+                    role,
+                    traders: peer::initial_traders(&cfg),
+                    config: Arc::new(cfg.clone()),
+                    book: Arc::new(book),
+                    clock: Arc::new(Clock::new()),
+                    transport,
+                    io: IoMode::Inline,
+                    data_dir: dir.join("data").join(me.to_string()),
+                    history_dir: dir.join("history"),
+                };
+                let (stop_work, stop_all) = (CancellationToken::new(), CancellationToken::new());
+                let trading = matches!(role, Role::Buyer | Role::Seller);
+                if trading {
+                    let (stop, d) = (stop_work.clone(), cfg.market.duration);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(d).await;
+                        stop.cancel();
+                    });
+                }
+                node::run(
+                    ctx,
+                    listener,
+                    ServeOptions::default(),
+                    stop_work,
+                    stop_all,
+                    move || {
+                        if trading {
+                            done.add_permits(1);
+                        }
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok(())
+            }
+        });
+    }
+    sim.client("nemesis", async move {
+        nemesis.await;
+        Ok(())
+    });
+    sim.run().expect("simulation");
+}
+
+/// Runs the checker over a simulated run's histories and the warehouse's store.
+fn verdicts(cfg: &Config, dir: &Path) -> (Vec<check::Verdict>, Vec<history::Request>) {
+    let events = history::read_dir(&dir.join("history")).unwrap();
+    let requests: Vec<history::Request> = history::requests(&events).cloned().collect();
+    let refs: Vec<&history::Request> = requests.iter().collect();
+    let store = Store::snapshot(&dir.join("data").join(NodeId::WAREHOUSE.to_string())).unwrap();
+    (check::check(cfg, &refs, &store), requests)
+}
+
+fn traders_buyers_sellers(cfg: &Config) -> usize {
+    cfg.roles_of_peers()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| matches!(r, Role::Buyer | Role::Seller))
+        .count()
+}
+
+fn tempdir() -> PathBuf {
+    tempfile::tempdir().unwrap().keep()
+}
+
+#[test]
+fn a_strong_market_in_simulated_time_holds_every_invariant() {
+    let cfg = Config::from_toml("[market]\nduration = \"20s\"\n").unwrap();
+    let dir = tempdir();
+    let done = Arc::new(Semaphore::new(0));
+    let n = traders_buyers_sellers(&cfg) as u32;
+    let d = done.clone();
+    simulate(
+        &cfg,
+        1,
+        &dir,
+        async move {
+            let _ = d.acquire_many(n).await;
+        },
+        done,
+    );
+    let (verdicts, requests) = verdicts(&cfg, &dir);
+    assert!(check::all_ok(&verdicts), "{verdicts:#?}");
+    // 20 simulated seconds of the default workload: 2 sellers x 10 sells/s,
+    // less the ticks a slow answer (up to 4 simulated hops) pushed back.
+    let sells = requests
+        .iter()
+        .filter(|r| r.side == bazaar::wire::Side::Sell)
+        .count();
+    assert!(sells >= 300, "only {sells} sells in 20 simulated seconds");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_trader_cut_off_from_the_warehouse_fails_requests_in_time_and_loses_no_ack() {
+    // Trader 6 loses the warehouse from 2 s to 6 s: its open connection goes
+    // silent (nothing arrives, nothing closes) and new ones are refused.
+    let cfg = Config::from_toml("[market]\nduration = \"10s\"\n").unwrap();
+    let dir = tempdir();
+    let done = Arc::new(Semaphore::new(0));
+    let n = traders_buyers_sellers(&cfg) as u32;
+    let d = done.clone();
+    simulate(
+        &cfg,
+        2,
+        &dir,
+        async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            turmoil::partition(host(NodeId(6)), host(NodeId::WAREHOUSE));
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            turmoil::repair(host(NodeId(6)), host(NodeId::WAREHOUSE));
+            let _ = d.acquire_many(n).await;
+        },
+        done,
+    );
+    let (verdicts, requests) = verdicts(&cfg, &dir);
+    assert!(check::all_ok(&verdicts), "{verdicts:#?}");
+    let via6 = |r: &&history::Request| r.trader == NodeId(6);
+    let failed = requests
+        .iter()
+        .filter(via6)
+        .filter(|r| matches!(r.outcome, history::Outcome::Failed(_)))
+        .count();
+    assert!(failed > 0, "the partition made no request fail");
+    // After the repair trader 6 reconnects and trades again.
+    let last_ok = requests
+        .iter()
+        .filter(via6)
+        .filter(|r| r.outcome == history::Outcome::Ok)
+        .map(|r| r.lamport_completed)
+        .max();
+    let last_failed = requests
+        .iter()
+        .filter(via6)
+        .filter(|r| matches!(r.outcome, history::Outcome::Failed(_)))
+        .map(|r| r.lamport_completed)
+        .max();
+    assert!(
+        last_ok > last_failed,
+        "trader 6 never recovered after the repair"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// What a run did, without the wall-clock stamps: equal for equal seeds.
+fn trace(requests: &[history::Request]) -> Vec<String> {
+    let mut t: Vec<String> = requests
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {:?} {} {} {:?} {} {}",
+                r.id, r.side, r.granted, r.trader, r.outcome, r.latency_us, r.lamport_completed.0
+            )
+        })
+        .collect();
+    t.sort();
+    t
+}
+
+#[test]
+fn the_same_seed_replays_the_same_run() {
+    let cfg = Config::from_toml("[market]\nduration = \"3s\"\n").unwrap();
+    let n = traders_buyers_sellers(&cfg) as u32;
+    let run = |seed| {
+        let dir = tempdir();
+        let done = Arc::new(Semaphore::new(0));
+        let d = done.clone();
+        simulate(
+            &cfg,
+            seed,
+            &dir,
+            async move {
+                let _ = d.acquire_many(n).await;
+            },
+            done,
+        );
+        let (verdicts, requests) = verdicts(&cfg, &dir);
+        assert!(check::all_ok(&verdicts), "{verdicts:#?}");
+        std::fs::remove_dir_all(dir).ok();
+        trace(&requests)
+    };
+    let first = run(3);
+    assert_eq!(first, run(3), "seed 3 did not replay");
+    assert_ne!(first, run(4), "another seed gave the very same run");
+}
