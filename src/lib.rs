@@ -29,6 +29,7 @@
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod election;
 pub mod history;
 pub mod link;
 pub mod market;
