@@ -34,6 +34,7 @@ pub mod heartbeat;
 pub mod history;
 pub mod link;
 pub mod market;
+pub mod membership;
 pub mod net;
 pub mod node;
 pub mod peer;

@@ -19,7 +19,8 @@ use bazaar::net::{Tcp, Transport};
 use bazaar::node::{self, AddressBook, NodeContext, ServeOptions};
 use bazaar::warehouse::store::Store;
 use bazaar::wire::NodeId;
-use bazaar::{check, history, peer};
+use bazaar::membership::Membership;
+use bazaar::{check, history};
 
 #[derive(Parser)]
 #[command(
@@ -239,6 +240,8 @@ async fn run_node(
 
     let stop_work = CancellationToken::new();
     let stop_all = CancellationToken::new();
+    let wedge = CancellationToken::new();
+    let clock = Arc::new(Clock::new());
     let book = if launched {
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         let Some(line) = lines.next_line().await? else {
@@ -249,10 +252,16 @@ async fn run_node(
             .context("expected `start <address book>` on stdin")?;
         let book: AddressBook = serde_json::from_str(json).context("bad address book")?;
         let (work, all) = (stop_work.clone(), stop_all.clone());
+        let (wedge, clock) = (wedge.clone(), clock.clone());
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                if line == "stop" {
-                    work.cancel();
+                match line.as_str() {
+                    "stop" => work.cancel(),
+                    // The fault experiments: stop the trader worker, keep the socket.
+                    "wedge" => wedge.cancel(),
+                    // The launcher asks for our Lamport time just before a fault.
+                    "clock" => println!("clock {}", clock.now().0),
+                    other => tracing::warn!("unknown launcher command {other:?}"),
                 }
             }
             // stdin closed: the launcher is done with us, or dead.
@@ -273,23 +282,28 @@ async fn run_node(
         });
         configured
     };
-    let needs = match role {
-        Role::Trader => vec![NodeId::WAREHOUSE],
-        Role::Buyer | Role::Seller => cfg.initial_traders(),
-        _ => vec![],
+    // A peer may be elected, and talks to every peer in the election.
+    let needs: Vec<NodeId> = match role {
+        Role::Warehouse => vec![],
+        _ => (0..=cfg.market.peers).map(NodeId).collect(),
     };
     if let Some(missing) = needs.iter().find(|n| book.get(**n).is_none()) {
         bail!(ConfigError(format!(
             "a {role} needs the address of {missing}; give [network] warehouse and peers"
         )));
     }
+    let history = history::Writer::create(&history_dir, me)
+        .with_context(|| format!("cannot create the history in {}", history_dir.display()))?;
     let ctx = NodeContext {
         me,
         role,
-        traders: peer::initial_traders(&cfg),
+        traders: Arc::new(Membership::new(me)),
+        history: Arc::new(std::sync::Mutex::new(history)),
+        wedge,
+        launched,
         config: Arc::new(cfg),
         book: Arc::new(book),
-        clock: Arc::new(Clock::new()),
+        clock,
         transport,
         data_dir,
         history_dir,
