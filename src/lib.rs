@@ -30,6 +30,7 @@ pub mod check;
 pub mod clock;
 pub mod config;
 pub mod election;
+pub mod failover;
 pub mod heartbeat;
 pub mod history;
 pub mod link;
