@@ -663,7 +663,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.faults[0].action(), (FaultKind::Kill, Target::Trader));
-        assert_eq!(cfg.faults[1].action(), (FaultKind::Wedge, Target::Peer(NodeId(5))));
+        assert_eq!(
+            cfg.faults[1].action(),
+            (FaultKind::Wedge, Target::Peer(NodeId(5)))
+        );
         assert_eq!(Config::from_toml(&cfg.to_toml()).unwrap(), cfg);
         // Peers 5 and 6 dead at start: 3 and 4 are elected; buyer 4 serves as a trader.
         let roles = cfg.roles_given(&[NodeId(3), NodeId(4)], false).unwrap();

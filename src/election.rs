@@ -52,10 +52,15 @@ pub struct Outgoing {
 enum Phase {
     Idle,
     /// Message 0 sent to every higher peer; counting answers until `until`.
-    Electing { until: Instant },
+    Electing {
+        until: Instant,
+    },
     /// Waiting for message 1 until `until`; `trader` if this peer knows it is
     /// one (ranked above `seats`).
-    Waiting { until: Instant, trader: bool },
+    Waiting {
+        until: Instant,
+        trader: bool,
+    },
     /// A result is known.
     Done,
 }
@@ -322,13 +327,15 @@ mod tests {
         down: BTreeMap<NodeId, Down>,
         /// Extra delay for messages on (from, to).
         slow: BTreeMap<(NodeId, NodeId), Duration>,
-        queue: BinaryHeap<std::cmp::Reverse<(Duration, u64, NodeId, NodeId, BodyKey)>>,
+        queue: BinaryHeap<std::cmp::Reverse<Queued>>,
         bodies: BTreeMap<u64, Body>,
         seq: u64,
         now: Duration,
     }
 
     type BodyKey = u64;
+    /// A message in flight: (deliver at, sequence, from, to, body key).
+    type Queued = (Duration, u64, NodeId, NodeId, BodyKey);
 
     const HOP: Duration = Duration::from_millis(1);
     const TIMEOUT: Duration = Duration::from_millis(100);
@@ -551,17 +558,32 @@ mod tests {
         let peers = ids(&[1, 2, 3, 4]);
         let mut e = Election::new(NodeId(1), &peers, 2, TIMEOUT);
         e.start(now);
-        e.on_message(now, NodeId(4), &Body::Elected { traders: ids(&[3, 4]) });
+        e.on_message(
+            now,
+            NodeId(4),
+            &Body::Elected {
+                traders: ids(&[3, 4]),
+            },
+        );
         assert_eq!(e.result(), Some(&ids(&[3, 4])[..]));
         // A stale announcement naming lower peers arrives late: ignored.
-        e.on_message(now, NodeId(2), &Body::Elected { traders: ids(&[2, 3]) });
+        e.on_message(
+            now,
+            NodeId(2),
+            &Body::Elected {
+                traders: ids(&[2, 3]),
+            },
+        );
         assert_eq!(e.result(), Some(&ids(&[3, 4])[..]));
         // A late answer of an old round changes nothing either.
         let old = RequestId {
             node: NodeId(1),
             seq: ELECTION_ID_BASE,
         };
-        assert!(e.on_message(now, NodeId(4), &Body::Alive { id: old }).is_empty());
+        assert!(
+            e.on_message(now, NodeId(4), &Body::Alive { id: old })
+                .is_empty()
+        );
         // A late message 0 from a lower peer is answered with the result.
         let id = RequestId {
             node: NodeId(0),
@@ -577,7 +599,13 @@ mod tests {
         let now = Instant::now();
         let peers = ids(&[1, 2, 3, 4]);
         let mut e = Election::new(NodeId(3), &peers, 2, TIMEOUT);
-        let out = e.on_message(now, NodeId(2), &Body::Elected { traders: ids(&[2, 4]) });
+        let out = e.on_message(
+            now,
+            NodeId(2),
+            &Body::Elected {
+                traders: ids(&[2, 4]),
+            },
+        );
         assert_eq!(
             out,
             vec![Outgoing {

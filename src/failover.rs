@@ -87,7 +87,9 @@ impl FailoverReport {
         for e in events {
             let Event::Failover(r) = e else { continue };
             match &r.what {
-                Happening::Elected { traders, .. } => *votes.entry(traders.clone()).or_default() += 1,
+                Happening::Elected { traders, .. } => {
+                    *votes.entry(traders.clone()).or_default() += 1
+                }
                 Happening::Fault { fault, victim } => faults.push((r.clone(), *fault, *victim)),
                 Happening::Detected {
                     dead,

@@ -195,7 +195,10 @@ mod tests {
 
     /// Runs a detector for trader 6 watching 5 and 4, where the traders in
     /// `answering(t)` answer every heartbeat at once. Returns when each died.
-    fn simulate(answering: impl Fn(Duration, NodeId) -> bool, until: Duration) -> Vec<(NodeId, Duration)> {
+    fn simulate(
+        answering: impl Fn(Duration, NodeId) -> bool,
+        until: Duration,
+    ) -> Vec<(NodeId, Duration)> {
         let t0 = Instant::now();
         let mut d = Detector::new(n(6), INTERVAL, TIMEOUT);
         d.watch(t0, &[n(4), n(5), n(6)]);
@@ -206,7 +209,9 @@ mod tests {
             for o in d.on_tick(now) {
                 match o {
                     Output::Send(b) if answering(t, b.to) => {
-                        let Body::Heartbeat { id } = b.body else { panic!("{b:?}") };
+                        let Body::Heartbeat { id } = b.body else {
+                            panic!("{b:?}")
+                        };
                         d.on_message(now, b.to, &Body::HeartbeatAck { id });
                     }
                     Output::Send(_) => {}

@@ -15,11 +15,11 @@ use tokio_util::sync::CancellationToken;
 use bazaar::clock::Clock;
 use bazaar::config::{Config, ConfigError, Mode, Role};
 use bazaar::market::RunDir;
+use bazaar::membership::Membership;
 use bazaar::net::{Tcp, Transport};
 use bazaar::node::{self, AddressBook, NodeContext, ServeOptions};
 use bazaar::warehouse::store::Store;
 use bazaar::wire::NodeId;
-use bazaar::membership::Membership;
 use bazaar::{check, history};
 
 #[derive(Parser)]

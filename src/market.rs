@@ -27,9 +27,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde::{Deserialize, Serialize};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
@@ -258,7 +258,11 @@ fn spawn(exe: &Path, dir: &RunDir, node: NodeId, role: Role) -> anyhow::Result<L
 }
 
 /// Hands every line a child prints to the launcher's one queue.
-fn forward(node: NodeId, mut lines: Lines<BufReader<ChildStdout>>, to: mpsc::Sender<(NodeId, String)>) {
+fn forward(
+    node: NodeId,
+    mut lines: Lines<BufReader<ChildStdout>>,
+    to: mpsc::Sender<(NodeId, String)>,
+) {
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
             if to.send((node, line)).await.is_err() {

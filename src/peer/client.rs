@@ -246,7 +246,7 @@ impl Client {
             .traders
             .traders()
             .into_iter()
-            .filter(|t| !tried.contains(t))
+            .filter(|t| !tried.contains(t) && *t != self.me)
             .collect();
         if traders.is_empty() {
             return None;

@@ -363,7 +363,11 @@ pub async fn run(
                     r = rx.changed() => if r.is_err() { return },
                     _ = stop.cancelled() => return,
                 }
-                let ids: Vec<String> = rx.borrow_and_update().iter().map(|n| n.0.to_string()).collect();
+                let ids: Vec<String> = rx
+                    .borrow_and_update()
+                    .iter()
+                    .map(|n| n.0.to_string())
+                    .collect();
                 println!("traders {}", ids.join(","));
             }
         });

@@ -84,9 +84,11 @@ async fn work(
     let permits = Arc::new(Semaphore::new(MAX_TRADES));
     loop {
         let job = tokio::select! {
-            j = rx.recv() => match j { Some(j) => j, None => return },
+            // A wedge takes effect before any request still queued.
+            biased;
             _ = wedged.cancelled() => break,
             _ = stop.cancelled() => return,
+            j = rx.recv() => match j { Some(j) => j, None => return },
         };
         match job.body {
             Body::Heartbeat { id } => {
@@ -133,7 +135,8 @@ mod tests {
             Some(Body::HeartbeatAck { id })
         );
         desk.wedge();
-        let answer = tokio::time::timeout(Duration::from_millis(200), desk.serve(NodeId(5), beat()));
+        let answer =
+            tokio::time::timeout(Duration::from_millis(200), desk.serve(NodeId(5), beat()));
         assert!(answer.await.is_err(), "a wedged desk must not answer");
         stop.cancel();
     }

@@ -58,7 +58,8 @@ pub const LEDGER_FILE: &str = "warehouse.redb";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("warehouse store: {0}")]
-    Redb(#[from] redb::Error),
+    /// Boxed: redb's error is large, and every store call returns this.
+    Redb(Box<redb::Error>),
     #[error(
         "warehouse store {path} holds {stored} products but the config has {configured} (use a fresh data directory)"
     )]
@@ -75,7 +76,7 @@ pub enum StoreError {
 }
 
 fn redb_err(e: impl Into<redb::Error>) -> StoreError {
-    StoreError::Redb(e.into())
+    StoreError::Redb(Box::new(e.into()))
 }
 
 /// A request for the ledger: a buy or sell to apply once.
