@@ -43,6 +43,113 @@ pub struct Config {
     pub workload: Workload,
     #[serde(default)]
     pub network: Network,
+    pub election: Election,
+    pub heartbeat: Heartbeat,
+    /// Faults the launcher injects (`[[faults]]`); none by default.
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+}
+
+/// The election of the trader set (messages 0 and 1), see [`crate::election`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Election {
+    /// How long a peer waits for higher peers to answer message 0, and then
+    /// for the result (message 1), before it acts on what it heard.
+    #[serde(with = "duration_str")]
+    pub timeout: Duration,
+}
+
+/// The traders' failure detector (message 7), see [`crate::heartbeat`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// How often every trader heartbeats every other trader.
+    #[serde(with = "duration_str")]
+    pub interval: Duration,
+    /// A trader silent this long is declared dead (refusing a connection is
+    /// dead at once).
+    #[serde(with = "duration_str")]
+    pub timeout: Duration,
+}
+
+/// One fault the launcher injects: at `at` after trading starts, either
+/// SIGKILL a node's process (`kill`) or stop a trader's worker while its
+/// socket keeps accepting (`wedge`, the document's silent-trader bug).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    #[serde(with = "duration_str")]
+    pub at: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill: Option<Target>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wedge: Option<Target>,
+}
+
+/// Whom a fault hits: `"trader"` (a random current trader, seeded) or a peer id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A random trader among those the launcher last heard of.
+    Trader,
+    /// A named peer.
+    Peer(NodeId),
+}
+
+impl Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Target::Trader => s.serialize_str("trader"),
+            Target::Peer(n) => s.serialize_u32(n.0),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Id(i64),
+            Word(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Word(w) if w == "trader" => Ok(Target::Trader),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "\"{w}\" is not a fault target (write \"trader\" or a peer id such as 6)"
+            ))),
+            Raw::Id(n) => u32::try_from(n)
+                .ok()
+                .filter(|&n| n > 0)
+                .map(|n| Target::Peer(NodeId(n)))
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "{n} is not a peer id (peers are 1..=peers; the warehouse cannot be a fault target)"
+                    ))
+                }),
+        }
+    }
+}
+
+impl Fault {
+    /// What the fault does and to whom.
+    pub fn action(&self) -> (FaultKind, Target) {
+        match (self.kill, self.wedge) {
+            (Some(t), _) => (FaultKind::Kill, t),
+            (None, Some(t)) => (FaultKind::Wedge, t),
+            (None, None) => (FaultKind::Kill, Target::Trader),
+        }
+    }
+}
+
+/// The kinds of fault the launcher can inject.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultKind {
+    /// SIGKILL the node's process.
+    Kill,
+    /// Stop a trader's worker; its socket keeps accepting.
+    Wedge,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -57,6 +164,9 @@ pub struct Market {
     pub seed: u64,
     #[serde(with = "duration_str")]
     pub request_timeout: Duration,
+    /// When a trader dies, promote the highest live non-trader peer so the
+    /// market keeps `traders` traders (the document does not: false).
+    pub replace_dead_traders: bool,
 }
 
 /// How traders and the warehouse agree on the stock.
@@ -290,6 +400,7 @@ impl Config {
                 w.buyer.max_quantity
             )));
         }
+        self.validate_failover()?;
         if !self.network.peers.is_empty() && self.network.peers.len() != m.peers as usize {
             return Err(bad(format!(
                 "[network] peers lists {} addresses but [market] peers = {} (give one per peer, or none)",
@@ -300,22 +411,83 @@ impl Config {
         self.roles_of_peers().map(|_| ())
     }
 
+    fn validate_failover(&self) -> Result<(), ConfigError> {
+        let e = &self.election;
+        if e.timeout < Duration::from_millis(10) || e.timeout > Duration::from_secs(60) {
+            return Err(bad(format!(
+                "[election] timeout = {:?} (need 10ms..=60s)",
+                e.timeout
+            )));
+        }
+        let h = &self.heartbeat;
+        if h.interval < Duration::from_millis(10) {
+            return Err(bad(format!(
+                "[heartbeat] interval = {:?} is too short (need at least 10ms)",
+                h.interval
+            )));
+        }
+        if h.timeout <= h.interval {
+            return Err(bad(format!(
+                "[heartbeat] timeout = {:?} must be longer than interval = {:?} (a live trader needs a chance to answer)",
+                h.timeout, h.interval
+            )));
+        }
+        for (i, f) in self.faults.iter().enumerate() {
+            if f.kill.is_some() == f.wedge.is_some() {
+                return Err(bad(format!(
+                    "[[faults]] #{i}: give exactly one of kill = ... or wedge = ... (e.g. {{ at = \"3s\", kill = \"trader\" }})"
+                )));
+            }
+            if let (_, Target::Peer(n)) = f.action()
+                && n.0 > self.market.peers
+            {
+                return Err(bad(format!(
+                    "[[faults]] #{i} names peer {}, but peers are 1..={}",
+                    n.0, self.market.peers
+                )));
+            }
+            if f.at >= self.market.duration {
+                return Err(bad(format!(
+                    "[[faults]] #{i}: at = {:?} is not before the end of trading ([market] duration = {:?})",
+                    f.at, self.market.duration
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The traders before any election: the `traders` highest peer ids.
     pub fn initial_traders(&self) -> Vec<NodeId> {
         let m = &self.market;
         (m.peers - m.traders + 1..=m.peers).map(NodeId).collect()
     }
 
-    /// Every node's role, warehouse first, then peers `1..=N` in order.
+    /// Every node's role when the election elects [`Config::initial_traders`]
+    /// (all peers alive), warehouse first, then peers `1..=N` in order. This is
+    /// also where the `[roles]` section is validated.
     pub fn roles_of_peers(&self) -> Result<Vec<(NodeId, Role)>, ConfigError> {
+        self.roles_given(&self.initial_traders(), true)
+    }
+
+    /// Every node's role once `traders` are the traders (the election's
+    /// result). Buyers and sellers are chosen among the other peers: a count
+    /// takes the lowest free ids, buyers first; a list names them. A listed
+    /// buyer or seller that was elected is a trader: traders serve for life and
+    /// never trade themselves, so its workload is dropped (with `strict`, the
+    /// config-time check, naming an expected trader is an error instead).
+    pub fn roles_given(
+        &self,
+        traders: &[NodeId],
+        strict: bool,
+    ) -> Result<Vec<(NodeId, Role)>, ConfigError> {
         let peers = self.market.peers;
-        let traders: BTreeSet<u32> = self.initial_traders().iter().map(|n| n.0).collect();
+        let traders: BTreeSet<u32> = traders.iter().map(|n| n.0).collect();
         let mut free = (1..=peers).filter(|p| !traders.contains(p));
         let mut pick = |set: &PeerSet, what: &str| -> Result<Vec<u32>, ConfigError> {
             match set {
                 PeerSet::Count(n) => {
                     let ids: Vec<u32> = free.by_ref().take(*n as usize).collect();
-                    if ids.len() < *n as usize {
+                    if strict && ids.len() < *n as usize {
                         return Err(bad(format!(
                             "[roles] {what} = {n} but only {} peers are left after {} traders and the other role (raise [market] peers or lower the count)",
                             ids.len(),
@@ -331,7 +503,7 @@ impl Config {
                                 "[roles] {what} names peer {id}, but peers are 1..={peers}"
                             )));
                         }
-                        if traders.contains(&id) {
+                        if strict && traders.contains(&id) {
                             return Err(bad(format!(
                                 "[roles] {what} names peer {id}, which is a trader (traders are the {} highest ids: {:?})",
                                 traders.len(),
@@ -476,6 +648,30 @@ mod tests {
         );
         assert!(err("products = []").contains("[[products]] has 0 entries"));
         assert!(err("[market\n").contains("bad config"));
+        assert!(err("[heartbeat]\ninterval = \"1s\"\ntimeout = \"1s\"").contains("longer than"));
+        assert!(err("[[faults]]\nat = \"1s\"\nkill = \"everyone\"").contains("not a fault target"));
+        assert!(err("[[faults]]\nat = \"1s\"\nkill = 0").contains("not a peer id"));
+        assert!(err("[[faults]]\nat = \"1s\"\nkill = 9").contains("peers are 1..=6"));
+        assert!(err("[[faults]]\nat = \"1s\"").contains("exactly one of"));
+        assert!(err("[[faults]]\nat = \"1m\"\nkill = 6").contains("not before the end"));
+    }
+
+    #[test]
+    fn faults_parse_and_an_elected_buyer_is_a_trader() {
+        let cfg = Config::from_toml(
+            "faults = [{ at = \"3s\", kill = \"trader\" }, { at = \"4s\", wedge = 5 }]\n[roles]\nbuyers = [1, 4]\nsellers = [2]",
+        )
+        .unwrap();
+        assert_eq!(cfg.faults[0].action(), (FaultKind::Kill, Target::Trader));
+        assert_eq!(
+            cfg.faults[1].action(),
+            (FaultKind::Wedge, Target::Peer(NodeId(5)))
+        );
+        assert_eq!(Config::from_toml(&cfg.to_toml()).unwrap(), cfg);
+        // Peers 5 and 6 dead at start: 3 and 4 are elected; buyer 4 serves as a trader.
+        let roles = cfg.roles_given(&[NodeId(3), NodeId(4)], false).unwrap();
+        assert_eq!(roles[4], (NodeId(4), Role::Trader));
+        assert_eq!(roles[1], (NodeId(1), Role::Buyer));
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub struct Request {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     Request(Request),
+    /// An election result, fault, detection, promotion or retry
+    /// ([`crate::membership::Record`]).
+    Failover(crate::membership::Record),
 }
 
 /// Wall-clock µs since the Unix epoch, for history stamps only.
@@ -125,7 +128,8 @@ pub fn read_dir(dir: &Path) -> anyhow::Result<Vec<Event>> {
 
 /// The requests among `events`.
 pub fn requests(events: &[Event]) -> impl Iterator<Item = &Request> {
-    events.iter().map(|e| match e {
-        Event::Request(r) => r,
+    events.iter().filter_map(|e| match e {
+        Event::Request(r) => Some(r),
+        _ => None,
     })
 }

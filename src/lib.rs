@@ -9,7 +9,12 @@
 //! In `strong` mode (the document's cache-less trader) a trader answers only
 //! after the warehouse applied the request, so the market never oversells; the
 //! warehouse applies requests in group-committed, durable transactions and
-//! remembers each request id, so a retry is never applied twice.
+//! remembers each client's last request id, so a retry is never applied twice.
+//!
+//! Peers elect the traders at start (the `traders` highest live ids). Traders
+//! heartbeat each other; a dead one is declared within `heartbeat.timeout +
+//! heartbeat.interval` and every peer is told (message 8). A request in
+//! flight at a dying trader is retried at a live one with the same id.
 //!
 //! ## Module map
 //! - [`config`]: the market config (TOML, defaults embedded, validated).
@@ -18,6 +23,10 @@
 //! - [`net`]: the transport seam (TCP today, a simulated network in tests).
 //! - [`link`]: a multiplexed client connection to one node.
 //! - [`node`]: the node runtime: listener, connections, the role it serves.
+//! - [`election`]: the bully election of the trader set (messages 0, 1), pure.
+//! - [`heartbeat`]: the traders' failure detector (message 7), pure.
+//! - [`membership`]: a node's trader list (messages 1, 8) and failover records.
+//! - [`failover`]: the report's failover section (faults, detections, retries).
 //! - [`warehouse`]: the warehouse service, its books and its durable store.
 //! - [`trader`]: the trader service and its consistency modes.
 //! - [`peer`]: buyers, sellers and the client they share.
@@ -29,9 +38,13 @@
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod election;
+pub mod failover;
+pub mod heartbeat;
 pub mod history;
 pub mod link;
 pub mod market;
+pub mod membership;
 pub mod net;
 pub mod node;
 pub mod peer;

@@ -19,7 +19,7 @@ use bazaar::net::{Tcp, Transport};
 use bazaar::node::{self, AddressBook, IoMode, NodeContext, ServeOptions};
 use bazaar::warehouse::store::Store;
 use bazaar::wire::NodeId;
-use bazaar::{check, history, peer};
+use bazaar::{check, history};
 
 #[derive(Parser)]
 #[command(
@@ -239,6 +239,8 @@ async fn run_node(
 
     let stop_work = CancellationToken::new();
     let stop_all = CancellationToken::new();
+    let wedge = CancellationToken::new();
+    let clock = Arc::new(Clock::new());
     let book = if launched {
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         let Some(line) = lines.next_line().await? else {
@@ -249,10 +251,16 @@ async fn run_node(
             .context("expected `start <address book>` on stdin")?;
         let book: AddressBook = serde_json::from_str(json).context("bad address book")?;
         let (work, all) = (stop_work.clone(), stop_all.clone());
+        let (wedge, clock) = (wedge.clone(), clock.clone());
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                if line == "stop" {
-                    work.cancel();
+                match line.as_str() {
+                    "stop" => work.cancel(),
+                    // The fault experiments: stop the trader worker, keep the socket.
+                    "wedge" => wedge.cancel(),
+                    // The launcher asks for our Lamport time just before a fault.
+                    "clock" => println!("clock {}", clock.now().0),
+                    other => tracing::warn!("unknown launcher command {other:?}"),
                 }
             }
             // stdin closed: the launcher is done with us, or dead.
@@ -273,28 +281,27 @@ async fn run_node(
         });
         configured
     };
-    let needs = match role {
-        Role::Trader => vec![NodeId::WAREHOUSE],
-        Role::Buyer | Role::Seller => cfg.initial_traders(),
-        _ => vec![],
+    // A peer may be elected, and talks to every peer in the election.
+    let needs: Vec<NodeId> = match role {
+        Role::Warehouse => vec![],
+        _ => (0..=cfg.market.peers).map(NodeId).collect(),
     };
     if let Some(missing) = needs.iter().find(|n| book.get(**n).is_none()) {
         bail!(ConfigError(format!(
             "a {role} needs the address of {missing}; give [network] warehouse and peers"
         )));
     }
-    let ctx = NodeContext {
+    let mut ctx = NodeContext::new(
         me,
         role,
-        traders: peer::initial_traders(&cfg),
-        config: Arc::new(cfg),
-        book: Arc::new(book),
-        clock: Arc::new(Clock::new()),
+        Arc::new(cfg),
+        book,
         transport,
-        io: IoMode::Threaded,
+        IoMode::Threaded,
         data_dir,
         history_dir,
-    };
+    )?;
+    (ctx.clock, ctx.wedge, ctx.launched) = (clock, wedge, launched);
     node::run(
         ctx,
         listener,

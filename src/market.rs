@@ -9,6 +9,16 @@
 //! group (a Ctrl-C reaches only the launcher, which stops them in order) and
 //! die with the launcher: its death closes their stdin, and on Linux the kernel
 //! also sends them SIGKILL (`PR_SET_PDEATHSIG`).
+//!
+//! Roles come from the peers' election: each peer prints `traders <ids>`
+//! whenever its trader list changes, so the launcher always knows the current
+//! traders. At the end it stops every live peer (`stop`, answered `done`).
+//!
+//! Faults (`[[faults]]`): at its time the launcher picks the victim (a named
+//! peer, or a random current trader drawn from the seeded RNG), asks it for
+//! its Lamport time (`clock` → `clock <n>`), then SIGKILLs its process (`kill`)
+//! or stops its trader worker (`wedge`). Each fault is a `failover` line in
+//! `history/launcher.jsonl`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,13 +27,19 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::mpsc;
 
 use crate::check;
-use crate::config::{Config, Role};
-use crate::history;
+use crate::clock::Lamport;
+use crate::config::{Config, FaultKind, Role, Target};
+use crate::failover::FailoverReport;
+use crate::history::{self, Event};
+use crate::membership::{Happening, Record};
 use crate::node::AddressBook;
 use crate::report::Report;
 use crate::warehouse::store::Store;
@@ -33,6 +49,12 @@ use crate::wire::NodeId;
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a stopped node may take to exit before it is killed.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a fault's victim may take to tell its Lamport time.
+const CLOCK_TIMEOUT: Duration = Duration::from_millis(200);
+/// Longer than any run (24 h is the most a config allows).
+const FOREVER: Duration = Duration::from_secs(48 * 3600);
+/// Lines from children that may wait for the launcher to read them.
+const LINES: usize = 4096;
 
 /// The directories of one run.
 #[derive(Clone, Debug)]
@@ -107,7 +129,9 @@ struct Launched {
     role: Role,
     child: Child,
     stdin: Option<ChildStdin>,
-    stdout: Lines<BufReader<ChildStdout>>,
+    stdout: Option<Lines<BufReader<ChildStdout>>>,
+    /// Killed by a fault: not stopped, not waited for.
+    killed: bool,
 }
 
 impl Launched {
@@ -118,9 +142,11 @@ impl Launched {
         Ok(())
     }
 
-    /// The next line the child prints, or why there is none.
+    /// The next line the child prints, or why there is none (before its
+    /// lines go to [`forward`]).
     async fn hear(&mut self, within: Duration) -> anyhow::Result<String> {
-        match tokio::time::timeout(within, self.stdout.next_line()).await {
+        let stdout = self.stdout.as_mut().context("stdout already forwarded")?;
+        match tokio::time::timeout(within, stdout.next_line()).await {
             Err(_) => bail!("{} said nothing for {within:?}", self.node),
             Ok(Ok(Some(line))) => Ok(line),
             Ok(Ok(None)) => bail!("{} exited early", self.node),
@@ -163,7 +189,29 @@ pub async fn run(cfg: &Config, runs_root: &Path, exe: &Path) -> anyhow::Result<R
     let requests: Vec<&history::Request> = history::requests(&events).collect();
     let store = Store::snapshot(&dir.data_of(NodeId::WAREHOUSE))?;
     let verdicts = check::check(cfg, &requests, &store);
-    let report = Report::build(cfg, &dir.root, trading, &requests, &store, verdicts);
+    let mut report = Report::build(cfg, &dir.root, trading.elapsed, &requests, &store, verdicts);
+    let failover = FailoverReport::build(
+        &events,
+        &store,
+        trading.began_us,
+        trading.began_us + trading.elapsed.as_micros() as u64,
+        &trading.traders,
+    );
+    if !failover.elected.is_empty()
+        && let Ok(roles) = cfg.roles_given(&failover.elected, false)
+    {
+        let with = |role| -> Vec<NodeId> {
+            roles
+                .iter()
+                .filter(|(_, r)| *r == role)
+                .map(|(n, _)| *n)
+                .collect()
+        };
+        report.traders = failover.elected.clone();
+        report.buyers = with(Role::Buyer);
+        report.sellers = with(Role::Seller);
+    }
+    report.failover = failover;
     report.write_json(&dir.report())?;
     Ok(report)
 }
@@ -204,12 +252,141 @@ fn spawn(exe: &Path, dir: &RunDir, node: NodeId, role: Role) -> anyhow::Result<L
         role,
         child,
         stdin,
-        stdout,
+        stdout: Some(stdout),
+        killed: false,
     })
 }
 
-/// Starts the market, lets it trade, stops it; returns how long it traded.
-async fn drive(cfg: &Config, dir: &RunDir, nodes: &mut [Launched]) -> anyhow::Result<Duration> {
+/// Hands every line a child prints to the launcher's one queue.
+fn forward(
+    node: NodeId,
+    mut lines: Lines<BufReader<ChildStdout>>,
+    to: mpsc::Sender<(NodeId, String)>,
+) {
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if to.send((node, line)).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// What the launcher saw of the trading.
+pub struct Trading {
+    /// Wall time trading began, µs since the Unix epoch.
+    pub began_us: u64,
+    pub elapsed: Duration,
+    /// The trader list the launcher last heard.
+    pub traders: Vec<NodeId>,
+}
+
+/// The launcher's view of the market while it trades.
+struct Watcher {
+    lines: mpsc::Receiver<(NodeId, String)>,
+    traders: Vec<NodeId>,
+    done: std::collections::BTreeSet<NodeId>,
+    clocks: BTreeMap<NodeId, Lamport>,
+}
+
+impl Watcher {
+    fn take(&mut self, node: NodeId, line: &str) {
+        if let Some(ids) = line.strip_prefix("traders ") {
+            let ids: Vec<NodeId> = ids
+                .split(',')
+                .filter_map(|i| i.trim().parse().ok().map(NodeId))
+                .collect();
+            self.traders = ids;
+        } else if line == "done" {
+            self.done.insert(node);
+        } else if let Some(n) = line.strip_prefix("clock ").and_then(|n| n.parse().ok()) {
+            self.clocks.insert(node, Lamport(n));
+        } else {
+            tracing::warn!("{node} said {line:?}");
+        }
+    }
+
+    /// Reads lines until `until` says stop or `within` passes; false on timeout.
+    async fn until(&mut self, within: Duration, mut stop: impl FnMut(&Self) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while !stop(self) {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some((node, line))) => self.take(node, &line),
+                Ok(None) | Err(_) => return stop(self),
+            }
+        }
+        true
+    }
+}
+
+/// Carries out one fault; returns its history line.
+async fn strike(
+    kind: FaultKind,
+    target: Target,
+    nodes: &mut [Launched],
+    watcher: &mut Watcher,
+    rng: &mut StdRng,
+) -> anyhow::Result<Option<Record>> {
+    let victim = match target {
+        Target::Peer(n) => Some(n),
+        Target::Trader => {
+            let live: Vec<NodeId> = watcher
+                .traders
+                .iter()
+                .copied()
+                .filter(|t| nodes.iter().any(|n| n.node == *t && !n.killed))
+                .collect();
+            (!live.is_empty()).then(|| live[rng.random_range(0..live.len())])
+        }
+    };
+    let Some(victim) = victim else {
+        eprintln!("fault {kind:?}: no live trader to strike; skipped");
+        return Ok(None);
+    };
+    let Some(n) = nodes.iter_mut().find(|n| n.node == victim && !n.killed) else {
+        eprintln!("fault {kind:?}: {victim} is not running; skipped");
+        return Ok(None);
+    };
+    watcher.clocks.remove(&victim);
+    let _ = n.say("clock").await;
+    watcher
+        .until(CLOCK_TIMEOUT, |w| w.clocks.contains_key(&victim))
+        .await;
+    let lamport = watcher.clocks.get(&victim).copied();
+    let wall_us = history::wall_us();
+    match kind {
+        FaultKind::Kill => {
+            n.child.start_kill().context("cannot SIGKILL")?;
+            n.killed = true;
+            n.stdin.take();
+        }
+        FaultKind::Wedge => n.say("wedge").await?,
+    }
+    eprintln!("fault: {kind:?} {victim}");
+    Ok(Some(Record {
+        wall_us,
+        lamport,
+        by: None,
+        what: Happening::Fault {
+            fault: kind,
+            victim,
+        },
+    }))
+}
+
+/// Appends the launcher's own history lines (faults).
+fn write_launcher_history(dir: &RunDir, records: &[Record]) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for r in records {
+        text.push_str(&serde_json::to_string(&Event::Failover(r.clone()))?);
+        text.push('\n');
+    }
+    std::fs::write(dir.history().join("launcher.jsonl"), text)?;
+    Ok(())
+}
+
+/// Starts the market, lets it trade (injecting the faults), stops it.
+async fn drive(cfg: &Config, dir: &RunDir, nodes: &mut [Launched]) -> anyhow::Result<Trading> {
     let mut book = AddressBook::default();
     let mut infos = Vec::new();
     for n in nodes.iter_mut() {
@@ -236,35 +413,84 @@ async fn drive(cfg: &Config, dir: &RunDir, nodes: &mut [Launched]) -> anyhow::Re
         dir.root.join("nodes.json"),
         serde_json::to_string_pretty(&infos)?,
     )?;
+    let (tx, rx) = mpsc::channel(LINES);
+    for n in nodes.iter_mut() {
+        if let Some(lines) = n.stdout.take() {
+            forward(n.node, lines, tx.clone());
+        }
+    }
+    drop(tx);
+    let mut watcher = Watcher {
+        lines: rx,
+        traders: Vec::new(),
+        done: Default::default(),
+        clocks: BTreeMap::new(),
+    };
     let start = format!("start {}", serde_json::to_string(&book)?);
     for n in nodes.iter_mut() {
         n.say(&start).await?;
     }
     let began = tokio::time::Instant::now();
+    let began_us = history::wall_us();
     eprintln!(
         "market open: {} nodes, trading for {}",
         nodes.len(),
         humantime::format_duration(cfg.market.duration)
     );
 
-    tokio::select! {
-        _ = tokio::time::sleep(cfg.market.duration) => {}
-        _ = tokio::signal::ctrl_c() => eprintln!("interrupted: stopping the market"),
+    let mut faults = cfg.faults.clone();
+    faults.sort_by_key(|f| f.at);
+    let mut rng = StdRng::seed_from_u64(cfg.market.seed ^ 0xFA17);
+    let mut records = Vec::new();
+    let mut interrupted = false;
+    for f in &faults {
+        let at = began + f.at;
+        tokio::select! {
+            _ = watcher.until(FOREVER, |_| false) => {}
+            _ = tokio::time::sleep_until(at) => {}
+            _ = tokio::signal::ctrl_c() => { interrupted = true; break; }
+        }
+        let (kind, target) = f.action();
+        records.extend(strike(kind, target, nodes, &mut watcher, &mut rng).await?);
+    }
+    write_launcher_history(dir, &records)?;
+    if !interrupted {
+        tokio::select! {
+            _ = watcher.until(FOREVER, |_| false) => {}
+            _ = tokio::time::sleep_until(began + cfg.market.duration) => {}
+            _ = tokio::signal::ctrl_c() => eprintln!("interrupted: stopping the market"),
+        }
     }
 
-    // Stop every buyer and seller at once, then wait for each one's history.
-    let is_trading = |n: &Launched| matches!(n.role, Role::Buyer | Role::Seller);
-    for n in nodes.iter_mut().filter(|n| is_trading(n)) {
+    // Stop every live peer at once, then wait for each one's history.
+    let live: Vec<NodeId> = nodes
+        .iter()
+        .filter(|n| !n.node.is_warehouse() && !n.killed)
+        .map(|n| n.node)
+        .collect();
+    for n in nodes.iter_mut().filter(|n| live.contains(&n.node)) {
         n.say("stop").await?;
     }
     let wait = cfg.market.request_timeout + EXIT_TIMEOUT;
-    for n in nodes.iter_mut().filter(|n| is_trading(n)) {
-        let line = n.hear(wait).await?;
-        if line != "done" {
-            bail!("{} said {line:?} instead of done", n.node);
-        }
+    let all_done = watcher
+        .until(wait, |w| live.iter().all(|n| w.done.contains(n)))
+        .await;
+    if !all_done {
+        let missing: Vec<String> = live
+            .iter()
+            .filter(|n| !watcher.done.contains(n))
+            .map(|n| n.to_string())
+            .collect();
+        bail!(
+            "{} did not finish within {wait:?} of the stop",
+            missing.join(", ")
+        );
     }
-    Ok(began.elapsed())
+    Ok(Trading {
+        began_us,
+        elapsed: began.elapsed(),
+        traders: watcher.traders.clone(),
+    })
 }
 
 /// The nodes of a run directory, as its launcher wrote them.

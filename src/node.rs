@@ -264,16 +264,29 @@ pub enum IoMode {
     Inline,
 }
 
+/// A node's history file, shared by all its parts (see [`crate::history`]).
+pub type History = Arc<std::sync::Mutex<crate::history::Writer>>;
+
 /// Everything a node's role needs from its surroundings.
 #[derive(Clone)]
 pub struct NodeContext {
     pub me: NodeId,
+    /// The warehouse, or for a peer the role the config gives it if the
+    /// election elects the expected traders; the election decides (see
+    /// [`crate::peer::service`]).
     pub role: Role,
     pub config: Arc<Config>,
     pub book: Arc<AddressBook>,
     pub clock: Arc<Clock>,
     /// Who the traders are, as this node last heard (shared by all its parts).
     pub traders: crate::peer::Traders,
+    /// This node's history (`<node>.jsonl` under the run's history dir).
+    pub history: History,
+    /// Cancelled to stop this node's trader worker while its socket lives on
+    /// (the `wedge` fault).
+    pub wedge: CancellationToken,
+    /// Whether a launcher reads this node's stdout (`traders <ids>` lines).
+    pub launched: bool,
     pub transport: Arc<dyn Transport>,
     pub io: IoMode,
     /// The node's own durable state (the warehouse's ledger).
@@ -282,9 +295,49 @@ pub struct NodeContext {
     pub history_dir: PathBuf,
 }
 
-/// Runs a node in its role until `stop_all`. Buyers and sellers trade until
-/// `stop_work`, write out their history, and call `on_done`; other roles call
-/// it at once. Returns once the node has stopped and its storage is closed.
+impl NodeContext {
+    /// A context with a fresh clock, an empty trader list (the election fills
+    /// it) and the node's history file created under `history_dir`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        me: NodeId,
+        role: Role,
+        config: Arc<Config>,
+        book: AddressBook,
+        transport: Arc<dyn Transport>,
+        io: IoMode,
+        data_dir: PathBuf,
+        history_dir: PathBuf,
+    ) -> anyhow::Result<NodeContext> {
+        let history = crate::history::Writer::create(&history_dir, me).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the history in {}: {e}",
+                history_dir.display()
+            )
+        })?;
+        Ok(NodeContext {
+            me,
+            role,
+            config,
+            book: Arc::new(book),
+            clock: Arc::new(Clock::new()),
+            traders: Arc::new(crate::membership::Membership::new(me)),
+            history: Arc::new(std::sync::Mutex::new(history)),
+            wedge: CancellationToken::new(),
+            launched: false,
+            transport,
+            io,
+            data_dir,
+            history_dir,
+        })
+    }
+}
+
+/// Runs a node in its role until `stop_all`. A peer elects the traders, takes
+/// its role, trades (as a buyer or seller) until `stop_work`, writes out its
+/// history and calls `on_done` (see [`crate::peer::service::run`]); the
+/// warehouse calls it at once. Returns once the node has stopped and its
+/// storage is closed.
 pub async fn run(
     ctx: NodeContext,
     listener: Box<dyn Listener>,
@@ -293,31 +346,20 @@ pub async fn run(
     stop_all: CancellationToken,
     on_done: impl FnOnce() + Send,
 ) -> anyhow::Result<()> {
-    let mut ledger = None;
-    let handler: Arc<dyn Handler> = match ctx.role {
-        Role::Warehouse => {
-            let (warehouse, thread) = crate::warehouse::Warehouse::start(&ctx)?;
-            ledger = Some(thread);
-            Arc::new(warehouse)
-        }
-        Role::Trader => Arc::new(crate::trader::Trader::new(&ctx)),
-        Role::Buyer | Role::Seller | Role::Idle => Arc::new(crate::peer::PeerHandler::new(&ctx)),
-    };
+    if !ctx.me.is_warehouse() {
+        return crate::peer::service::run(ctx, listener, opts, stop_work, stop_all, on_done).await;
+    }
+    let (warehouse, ledger) = crate::warehouse::Warehouse::start(&ctx)?;
     let server = tokio::spawn(serve(
         listener,
         ctx.me,
         ctx.clock.clone(),
-        handler,
+        Arc::new(warehouse),
         opts,
         stop_all.clone(),
     ));
-    if matches!(ctx.role, Role::Buyer | Role::Seller) {
-        crate::peer::trade(&ctx, stop_work).await?;
-    }
     on_done();
     server.await?;
-    if let Some(thread) = ledger {
-        thread.join().await;
-    }
+    ledger.join().await;
     Ok(())
 }

@@ -27,6 +27,14 @@ fn opts() -> ServeOptions {
     }
 }
 
+/// A market whose one trader (peer 2) is elected at once, alone: it is the
+/// highest peer and the only one running.
+const LONE_TRADER: &str = "[market]\npeers = 2\ntraders = 1\n[roles]\nbuyers = 1\nsellers = 0\n";
+
+fn lone_trader() -> Config {
+    Config::from_toml(LONE_TRADER).unwrap()
+}
+
 fn env(body: Body) -> Envelope {
     Envelope {
         from: NodeId(1),
@@ -81,7 +89,7 @@ async fn greeted(addr: std::net::SocketAddr) -> TcpStream {
 #[tokio::test]
 async fn bad_frames_close_only_their_connection_and_never_touch_the_stock() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config::default();
+    let cfg = lone_trader();
     let (warehouse, trader, _) = start_warehouse_and_trader(&cfg, dir.path(), opts()).await;
     let wh = link_to(NodeId(5), NodeId::WAREHOUSE, warehouse.addr);
     let initial = lookup(&wh, 1).await;
@@ -150,7 +158,7 @@ async fn bad_frames_close_only_their_connection_and_never_touch_the_stock() {
 #[tokio::test]
 async fn a_wrong_protocol_version_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config::default();
+    let cfg = lone_trader();
     let (warehouse, trader, _) = start_warehouse_and_trader(&cfg, dir.path(), opts()).await;
     let mut s = TcpStream::connect(warehouse.addr).await.unwrap();
     s.write_all(&hello(PROTOCOL_VERSION + 7)).await.unwrap();
@@ -184,7 +192,7 @@ async fn expect_refusals(link: &bazaar::link::Link, cases: Vec<(Body, Expect)>) 
 #[tokio::test]
 async fn bad_requests_are_refused_at_warehouse_and_trader_without_changing_stock() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config::default();
+    let cfg = lone_trader();
     let (warehouse, trader, trader_id) = start_warehouse_and_trader(&cfg, dir.path(), opts()).await;
     let wh = link_to(NodeId(5), NodeId::WAREHOUSE, warehouse.addr);
     let tr = link_to(NodeId(1), trader_id, trader.addr);
@@ -258,7 +266,10 @@ async fn a_buy_larger_than_the_stock_gets_what_there_is_and_the_warehouse_lives_
     // The document's warehouse crashed on this in cache-less mode, and then every
     // buyer blocked forever.
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config::from_toml("[[products]]\nname = \"salt\"\nstock = 3").unwrap();
+    let cfg = Config::from_toml(&format!(
+        "{LONE_TRADER}[[products]]\nname = \"salt\"\nstock = 3"
+    ))
+    .unwrap();
     let (warehouse, trader, trader_id) = start_warehouse_and_trader(&cfg, dir.path(), opts()).await;
     let tr = link_to(NodeId(1), trader_id, trader.addr);
     let got = tr.call(Body::Buy(order(1, 0, 5)), TIMEOUT).await.unwrap();

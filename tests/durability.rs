@@ -42,11 +42,13 @@ async fn start_warehouse(
     (child, addr)
 }
 
-fn order(seq: u64, qty: u32) -> Order {
+/// Request `n` comes from client `n`: every client has one request in flight
+/// at a time, as the warehouse's per-client dedupe expects.
+fn order(n: u64, qty: u32) -> Order {
     Order {
         id: RequestId {
-            node: NodeId(1),
-            seq,
+            node: NodeId(n as u32),
+            seq: 1,
         },
         product: ProductId(0),
         qty: Qty(qty),
@@ -60,7 +62,7 @@ async fn a_killed_warehouse_keeps_every_acknowledged_change() {
     let data = dir.path().join("warehouse");
     let (mut child, addr) = start_warehouse(&config, &data).await;
 
-    // Play a trader: many requests in flight at once (they share commits).
+    // Play a trader serving 200 clients at once (their requests share commits).
     let wh = std::sync::Arc::new(link_to(NodeId(5), NodeId::WAREHOUSE, addr));
     let mut tasks = Vec::new();
     for seq in 1..=200u64 {

@@ -1,20 +1,39 @@
-//! The client side of a buyer or seller: picks a random trader from the current
-//! trader list for each request, gives each request a unique id, waits for the
-//! answer within the request timeout, and records the request in the history.
+//! The client side of a buyer or seller: picks a random live trader for each
+//! request, gives each request a unique id (its node and a sequence number;
+//! one request in flight at a time), waits for the answer within the request's
+//! deadline, and records the request in the history.
+//!
+//! **Failover.** If the trader dies while the request is in flight (the
+//! connection is refused or lost, the trader says it is not a trader any more,
+//! or message 8 removes it from the trader list) the request is sent again to
+//! another live trader with the *same* id, as long as its deadline allows. The
+//! warehouse applies an id once and answers a retry from its record, so a
+//! retry is never applied twice. Each retry is a `retried` line in the
+//! history. A request that runs out of deadline is recorded as failed ("may or
+//! may not have been applied"), never left hanging.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use tokio::time::Instant;
 
 use super::Traders;
+use super::service::record;
 use crate::clock::Clock;
 use crate::history::{self, Event, Outcome, Request};
-use crate::link::Link;
-use crate::node::NodeContext;
-use crate::wire::{Body, NodeId, Order, ProductId, Qty, RequestId, Side};
+use crate::link::{CallError, Link};
+use crate::membership::Happening;
+use crate::node::{History, NodeContext};
+use crate::wire::{Body, NodeId, Order, ProductId, Qty, Refusal, RequestId, Side};
 use std::sync::Arc;
+
+/// Most attempts (first try and retries) one request makes; with N traders a
+/// request needs at most N, the rest absorb list changes.
+const MAX_ATTEMPTS: u32 = 16;
+/// Pause before trying traders again once every one has failed this request.
+const ALL_TRIED_BACKOFF: Duration = Duration::from_millis(20);
 
 pub struct Client {
     me: NodeId,
@@ -25,7 +44,16 @@ pub struct Client {
     next_seq: u64,
     timeout: Duration,
     products: u32,
-    history: history::Writer,
+    history: History,
+    ctx: NodeContext,
+}
+
+/// How one attempt at one trader ended.
+enum Attempt {
+    /// A final answer: the outcome and what was granted.
+    Done(Outcome, Qty),
+    /// The trader is gone or refused to serve: try another.
+    Retry(String),
 }
 
 /// The seed of one node's random choices: the market's seed, spread per node.
@@ -54,7 +82,8 @@ impl Client {
             next_seq: 1,
             timeout: ctx.config.market.request_timeout,
             products: ctx.config.products.len() as u32,
-            history: history::Writer::create(&ctx.history_dir, ctx.me)?,
+            history: ctx.history.clone(),
+            ctx: ctx.clone(),
         })
     }
 
@@ -68,7 +97,8 @@ impl Client {
         ProductId(self.rng.random_range(0..self.products))
     }
 
-    /// Makes one request at a random trader, waits for it, records it.
+    /// Makes one request at a random live trader, fails over to another if
+    /// that one dies, and records it.
     pub async fn request(&mut self, side: Side, product: ProductId, qty: Qty) -> Request {
         let id = RequestId {
             node: self.me,
@@ -76,36 +106,62 @@ impl Client {
         };
         self.next_seq += 1;
         let order = Order { id, product, qty };
-        let trader = self.pick_trader();
+        let body = match side {
+            Side::Buy => Body::Buy(order),
+            Side::Sell => Body::Sell(order),
+        };
         let invoked_us = history::wall_us();
         let lamport_invoked = self.clock.tick();
-        let started = tokio::time::Instant::now();
-        let (outcome, granted) = match trader.and_then(|t| self.links.get(&t)) {
-            None => (
-                Outcome::Failed("no trader is known to be alive".into()),
-                Qty(0),
-            ),
-            Some(link) => {
-                let body = match side {
-                    Side::Buy => Body::Buy(order),
-                    Side::Sell => Body::Sell(order),
-                };
-                match link.call(body, self.timeout).await {
-                    Ok(Body::Granted { qty: got, .. }) if side == Side::Buy && got <= qty => {
-                        (Outcome::Ok, got)
-                    }
-                    Ok(Body::Deposited { .. }) if side == Side::Sell => (Outcome::Ok, qty),
-                    Ok(Body::Refused { reason, .. }) if reason.nothing_applied() => {
-                        (Outcome::Refused(reason.to_string()), Qty(0))
-                    }
-                    Ok(Body::Refused { reason, .. }) => {
-                        (Outcome::Failed(reason.to_string()), Qty(0))
-                    }
-                    Ok(other) => (
-                        Outcome::Failed(format!("unexpected answer: {}", other.name())),
-                        Qty(0),
-                    ),
-                    Err(e) => (Outcome::Failed(e.to_string()), Qty(0)),
+        let started = Instant::now();
+        let deadline = started + self.timeout;
+        let mut tried = BTreeSet::new();
+        let mut trader = None;
+        let mut last_error = String::from("no trader is known to be alive");
+        let mut attempts = 0;
+        let (outcome, granted) = loop {
+            if attempts >= MAX_ATTEMPTS {
+                break (
+                    Outcome::Failed(format!("gave up after {attempts} attempts: {last_error}")),
+                    Qty(0),
+                );
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break (
+                    Outcome::Failed(format!(
+                        "no answer within the deadline of {:?}: {last_error}",
+                        self.timeout
+                    )),
+                    Qty(0),
+                );
+            }
+            let Some(t) = self.pick_trader(&tried) else {
+                // Every live trader failed this request, or none is known:
+                // wait for the list to change (message 8) or a short pause.
+                let mut rx = self.traders.subscribe();
+                let pause = ALL_TRIED_BACKOFF.min(deadline - now);
+                let _ = tokio::time::timeout(pause, rx.changed()).await;
+                tried.clear();
+                continue;
+            };
+            if let Some(from) = trader {
+                record(
+                    &self.ctx,
+                    Happening::Retried {
+                        id,
+                        from,
+                        reason: last_error.clone(),
+                    },
+                );
+            }
+            attempts += 1;
+            trader = Some(t);
+            match self.attempt(t, body.clone(), side, qty, deadline).await {
+                Attempt::Done(outcome, granted) => break (outcome, granted),
+                Attempt::Retry(why) => {
+                    tracing::info!(%id, trader = %t, "failing over: {why}");
+                    last_error = why;
+                    tried.insert(t);
                 }
             }
         };
@@ -123,7 +179,12 @@ impl Client {
             lamport_invoked,
             lamport_completed: self.clock.tick(),
         };
-        if let Err(e) = self.history.append(&Event::Request(req.clone())) {
+        if let Err(e) = self
+            .history
+            .lock()
+            .expect("history")
+            .append(&Event::Request(req.clone()))
+        {
             tracing::error!("cannot write history: {e}");
         }
         if let Outcome::Refused(r) | Outcome::Failed(r) = &req.outcome {
@@ -132,8 +193,66 @@ impl Client {
         req
     }
 
-    fn pick_trader(&mut self) -> Option<NodeId> {
-        let traders = self.traders.read().expect("trader list").clone();
+    /// One attempt at `trader`, until its answer, its death, or the deadline.
+    async fn attempt(
+        &self,
+        trader: NodeId,
+        body: Body,
+        side: Side,
+        qty: Qty,
+        deadline: Instant,
+    ) -> Attempt {
+        let Some(link) = self.links.get(&trader) else {
+            return Attempt::Retry(format!("no address for {trader}"));
+        };
+        let mut list = self.traders.subscribe();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let answer = tokio::select! {
+            r = link.call(body, left) => r,
+            _ = dropped(&mut list, trader) => {
+                return Attempt::Retry(format!("{trader} was declared dead (message 8)"));
+            }
+        };
+        match answer {
+            Ok(Body::Granted { qty: got, .. }) if side == Side::Buy && got <= qty => {
+                Attempt::Done(Outcome::Ok, got)
+            }
+            Ok(Body::Deposited { .. }) if side == Side::Sell => Attempt::Done(Outcome::Ok, qty),
+            Ok(Body::Refused {
+                reason: reason @ (Refusal::NotATrader { .. } | Refusal::TraderUnavailable),
+                ..
+            }) => Attempt::Retry(format!("{trader}: {reason}")),
+            // The trader lost the warehouse mid-request: undecided, so try
+            // another trader with the same id (the warehouse dedupes it).
+            Ok(Body::Refused { reason, .. }) if !reason.nothing_applied() => {
+                Attempt::Retry(format!("{trader}: {reason}"))
+            }
+            Ok(Body::Refused { reason, .. }) => {
+                Attempt::Done(Outcome::Refused(reason.to_string()), Qty(0))
+            }
+            Ok(other) => Attempt::Done(
+                Outcome::Failed(format!("unexpected answer: {}", other.name())),
+                Qty(0),
+            ),
+            Err(CallError::Timeout { .. }) => Attempt::Done(
+                Outcome::Failed(format!(
+                    "{trader} did not answer within the deadline of {:?}",
+                    self.timeout
+                )),
+                Qty(0),
+            ),
+            Err(e) => Attempt::Retry(e.to_string()),
+        }
+    }
+
+    /// A random live trader not yet tried for this request.
+    fn pick_trader(&mut self, tried: &BTreeSet<NodeId>) -> Option<NodeId> {
+        let traders: Vec<NodeId> = self
+            .traders
+            .traders()
+            .into_iter()
+            .filter(|t| !tried.contains(t) && *t != self.me)
+            .collect();
         if traders.is_empty() {
             return None;
         }
@@ -141,8 +260,21 @@ impl Client {
     }
 
     /// Writes out the history.
-    pub fn finish(mut self) -> anyhow::Result<()> {
-        self.history.flush()?;
+    pub fn finish(self) -> anyhow::Result<()> {
+        self.history.lock().expect("history").flush()?;
         Ok(())
+    }
+}
+
+/// Resolves once `trader` is no longer in the trader list (never if the list
+/// goes away).
+async fn dropped(list: &mut tokio::sync::watch::Receiver<Vec<NodeId>>, trader: NodeId) {
+    loop {
+        if !list.borrow_and_update().contains(&trader) {
+            return;
+        }
+        if list.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }

@@ -90,6 +90,9 @@ pub struct Report {
     /// initial + sold − shipped = final, for every product.
     pub conserved: bool,
     pub checks: Vec<Verdict>,
+    /// Election, faults, detections, retries, lost requests.
+    #[serde(default)]
+    pub failover: crate::failover::FailoverReport,
 }
 
 impl Report {
@@ -170,6 +173,7 @@ impl Report {
             conserved: !products.is_empty() && products.iter().all(|p| p.conserved),
             products,
             checks,
+            failover: Default::default(),
         }
     }
 

@@ -72,6 +72,45 @@ impl Report {
                 p.refused
             );
         }
+        let f = &self.failover;
+        for x in &f.faults {
+            let _ = writeln!(
+                s,
+                "  fault       {:?} {} at {:.2} s (Lamport {})",
+                x.fault,
+                x.victim,
+                x.at_s,
+                x.lamport.map_or("?".into(), |l| l.0.to_string())
+            );
+            match &x.detected {
+                Some(d) => {
+                    let _ = writeln!(
+                        s,
+                        "  detected    by {} after {:.0} ms (Lamport {}): {}; traders now {}",
+                        d.by,
+                        d.after_ms,
+                        d.lamport.map_or("?".into(), |l| l.0.to_string()),
+                        d.cause,
+                        ids(&d.traders)
+                    );
+                }
+                None => {
+                    let _ = writeln!(s, "  detected    NOT DETECTED");
+                }
+            }
+            let _ = writeln!(
+                s,
+                "  shipped     {} items before the fault ({:.1}/s), {} after ({:.1}/s)",
+                x.shipped_before, x.shipped_per_s_before, x.shipped_after, x.shipped_per_s_after
+            );
+        }
+        if !f.faults.is_empty() || f.retries > 0 {
+            let _ = writeln!(
+                s,
+                "  failover    {} requests retried ({} retries), {} acknowledged requests lost",
+                f.requests_retried, f.retries, f.lost
+            );
+        }
         for v in &self.checks {
             let _ = writeln!(
                 s,

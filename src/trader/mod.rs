@@ -1,7 +1,9 @@
 //! A trader: takes buys (message 6) and sells (message 5) from any peer and
 //! settles them with the warehouse in the market's consistency mode
-//! ([`strong`] today), and answers heartbeats (message 7).
+//! ([`strong`] today). Every request reaches it through the [`desk`], whose
+//! worker also answers heartbeats (message 7).
 
+pub mod desk;
 pub mod strong;
 
 use std::time::Duration;
@@ -39,6 +41,23 @@ impl Trader {
         }
     }
 
+    /// A trader whose warehouse is nowhere (for tests of the machinery around it).
+    #[cfg(test)]
+    pub fn unconnected(products: usize) -> Self {
+        let nowhere = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+        Self {
+            warehouse: Link::new(
+                NodeId(1),
+                NodeId::WAREHOUSE,
+                nowhere,
+                crate::net::Tcp::shared(),
+                std::sync::Arc::new(crate::clock::Clock::new()),
+            ),
+            products,
+            warehouse_timeout: Duration::from_millis(100),
+        }
+    }
+
     async fn trade(&self, side: Side, order: Order) -> Body {
         if let Err(reason) = order.validate(self.products) {
             return Body::Refused {
@@ -56,7 +75,6 @@ impl Handler for Trader {
             match body {
                 Body::Buy(order) => Some(self.trade(Side::Buy, order).await),
                 Body::Sell(order) => Some(self.trade(Side::Sell, order).await),
-                Body::Heartbeat { id } => Some(Body::HeartbeatAck { id }),
                 other => not_for_role("trader", from, &other),
             }
         })

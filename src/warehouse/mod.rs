@@ -5,8 +5,9 @@
 //! refused and never reach the books), then handed to one ledger thread that
 //! owns the books and the store. It takes every request waiting, applies them
 //! in arrival order in one transaction (group commit), commits, and only then
-//! answers: an acknowledged change is on disk. A request id seen before is
-//! answered with its first result, never applied again.
+//! answers: an acknowledged change is on disk. A retried request id is
+//! answered with its first result, never applied again; a late duplicate older
+//! than its client's last request is refused as stale (see [`store`]).
 
 pub mod ledger;
 pub mod store;
@@ -17,7 +18,7 @@ use crate::net::BoxFuture;
 use crate::node::{Handler, IoMode, NodeContext, not_for_role};
 use crate::wire::{Body, NodeId, Order, Refusal, RequestId, Side};
 use ledger::Ledger;
-use store::{Change, Store};
+use store::{Change, Outcome, Store};
 
 /// Requests that may wait for the ledger thread. Beyond this, connections wait
 /// (and with them their peers): backpressure instead of unbounded memory.
@@ -188,13 +189,14 @@ impl Books {
                 Job::Change(c, tx) => {
                     let id = c.order.id;
                     let reply = match outcomes.next() {
-                        Some(o) => {
-                            let a = o.applied();
-                            match a.side {
-                                Side::Buy => Body::Granted { id, qty: a.qty },
-                                Side::Sell => Body::Deposited { id },
-                            }
-                        }
+                        Some(Outcome::Stale { last }) => Body::Refused {
+                            id,
+                            reason: Refusal::Stale { id, last },
+                        },
+                        Some(Outcome::Applied(a) | Outcome::Replayed(a)) => match a.side {
+                            Side::Buy => Body::Granted { id, qty: a.qty },
+                            Side::Sell => Body::Deposited { id },
+                        },
                         None => Body::Refused {
                             id,
                             reason: Refusal::StorageFailed {

@@ -1,10 +1,38 @@
 //! The warehouse's durable ledger, in redb under the node's data directory.
 //!
-//! Three tables: the books per product, the applied request ids with what each
-//! came to (so a retry is answered from the record, never applied twice), and
-//! nothing else. A batch of requests is applied in one write transaction and
-//! committed with redb's default durability (fsync), before any of them is
-//! answered: whatever was acknowledged survives a crash.
+//! Three tables, written in the same transaction as the change they record:
+//! - `books`: stock and counters per product;
+//! - `clients`: per client node, the last request applied for it and what it
+//!   came to: the dedupe state (see below);
+//! - `applied`: every applied request id and what it came to: the run's audit
+//!   trail, which the checker holds against every client's history. It is
+//!   written, never read on the request path.
+//!
+//! A batch of requests is applied in one write transaction and committed with
+//! redb's default durability (fsync), before any of them is answered: whatever
+//! was acknowledged survives a crash.
+//!
+//! ## Exactly once, in bounded state
+//! A client (buyer or seller) numbers its requests 1, 2, 3, … and has at most
+//! one in flight: it sends request `n + 1` only once `n` is settled (answered,
+//! or given up at its deadline). A retry of `n` (failover to another trader)
+//! keeps `n`. So the warehouse needs, per client, only the last applied `seq`
+//! and its result:
+//! - `seq > last`: new; applied, and becomes the client's `last`;
+//! - `seq == last`: a retry; answered with the recorded result, not applied;
+//! - `seq < last`: a late duplicate (say from a trader that died holding it);
+//!   its client has already moved past it, so nobody waits for the answer. It
+//!   is refused as stale and not applied. Safe both ways: if it was applied
+//!   before, applying it again would be the double apply; if it never was, its
+//!   client recorded it as failed ("may or may not have been applied").
+//!
+//! The dedupe state is one row per client: memory and disk bounded by the
+//! number of peers, not of requests. Lookups never touch the `applied` audit
+//! table, whose inserts go to the rightmost page of each client's key range, so
+//! redb's working set stays small too. The rule relies on "ack after apply"
+//! (strong mode): a cached trader's flush (message 9) carries entries that may
+//! reach the warehouse out of each client's order and must be deduped by flush
+//! id, not through [`Store::apply`]'s high-water rule.
 //!
 //! redb 2.6 is used on purpose: it is the version checked on this machine
 //! (shared/STACK.md), its file format is stable, and nothing we need is newer.
@@ -19,7 +47,10 @@ use crate::wire::{NodeId, Order, Qty, RequestId, Side};
 /// Books per product id: `[initial, stock, sold, shipped, refused, oversold, oversells]`.
 const BOOKS: TableDefinition<u32, [u64; 7]> = TableDefinition::new("books");
 /// Applied requests: `(node, seq)` → `(side, qty)`, side 0 = buy, 1 = sell.
+/// The audit trail; never read on the request path.
 const APPLIED: TableDefinition<(u32, u64), (u8, u32)> = TableDefinition::new("applied");
+/// Per client node: `(last applied seq, side, qty)`, the dedupe state.
+const CLIENTS: TableDefinition<u32, (u64, u8, u32)> = TableDefinition::new("clients");
 
 /// The file under a warehouse's data directory that holds its ledger.
 pub const LEDGER_FILE: &str = "warehouse.redb";
@@ -27,6 +58,7 @@ pub const LEDGER_FILE: &str = "warehouse.redb";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("warehouse store: {0}")]
+    /// Boxed: redb's error is large, and every store call returns this.
     Redb(Box<redb::Error>),
     #[error(
         "warehouse store {path} holds {stored} products but the config has {configured} (use a fresh data directory)"
@@ -54,17 +86,22 @@ pub struct Change {
     pub order: Order,
 }
 
-/// What a batch did for one change: applied now, or found already applied.
+/// What a batch did for one change: applied now, found already applied (a
+/// retry, answered from the record), or refused as older than its client's
+/// last applied request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Applied(Applied),
     Replayed(Applied),
+    Stale { last: RequestId },
 }
 
 impl Outcome {
-    pub fn applied(self) -> Applied {
+    /// What the request came to, if it was (now or before) applied.
+    pub fn applied(self) -> Option<Applied> {
         match self {
-            Outcome::Applied(a) | Outcome::Replayed(a) => a,
+            Outcome::Applied(a) | Outcome::Replayed(a) => Some(a),
+            Outcome::Stale { .. } => None,
         }
     }
 }
@@ -101,6 +138,7 @@ impl Store {
                     t.insert(i as u32, to_row(b)).map_err(redb_err)?;
                 }
                 txn.open_table(APPLIED).map_err(redb_err)?;
+                txn.open_table(CLIENTS).map_err(redb_err)?;
             }
             txn.commit().map_err(redb_err)?;
         } else if books.len() != initial.len() {
@@ -113,9 +151,10 @@ impl Store {
         Ok((store, Ledger { books }))
     }
 
-    /// Applies `changes` to `ledger` in one transaction, skipping (and replaying)
-    /// any whose request id was applied before. On error nothing was committed
-    /// and the caller must discard `ledger`'s changes.
+    /// Applies `changes` to `ledger` in one transaction, replaying any whose
+    /// request id is its client's last applied and refusing any older one (see
+    /// the module docs). On error nothing was committed and the caller must
+    /// discard `ledger`'s changes.
     pub fn apply(
         &self,
         ledger: &mut Ledger,
@@ -125,16 +164,28 @@ impl Store {
         let mut outcomes = Vec::with_capacity(changes.len());
         {
             let mut applied = txn.open_table(APPLIED).map_err(redb_err)?;
+            let mut clients = txn.open_table(CLIENTS).map_err(redb_err)?;
             let mut touched = vec![false; ledger.books.len()];
             for c in changes {
-                let key = (c.order.id.node.0, c.order.id.seq);
-                let before = applied.get(key).map_err(redb_err)?.map(|v| v.value());
-                if let Some(row) = before {
-                    outcomes.push(Outcome::Replayed(from_applied_row(row)));
-                    continue;
+                let RequestId { node, seq } = c.order.id;
+                let last = clients.get(node.0).map_err(redb_err)?.map(|v| v.value());
+                if let Some((last, side, qty)) = last {
+                    if seq == last {
+                        outcomes.push(Outcome::Replayed(from_applied_row((side, qty))));
+                        continue;
+                    }
+                    if seq < last {
+                        let last = RequestId { node, seq: last };
+                        outcomes.push(Outcome::Stale { last });
+                        continue;
+                    }
                 }
                 let a = ledger.apply(c.side, &c.order);
-                applied.insert(key, to_applied_row(a)).map_err(redb_err)?;
+                let row = to_applied_row(a);
+                clients
+                    .insert(node.0, (seq, row.0, row.1))
+                    .map_err(redb_err)?;
+                applied.insert((node.0, seq), row).map_err(redb_err)?;
                 touched[c.order.product.0 as usize] = true;
                 outcomes.push(Outcome::Applied(a));
             }
@@ -277,13 +328,59 @@ mod tests {
                 ],
             )
             .unwrap();
-        assert_eq!(first[0], Outcome::Applied(again[0].applied()));
+        assert_eq!(first[0], Outcome::Applied(again[0].applied().unwrap()));
         assert!(matches!(again[0], Outcome::Replayed(_)));
         assert!(matches!(again[2], Outcome::Replayed(_)));
         assert_eq!(ledger.books[0].stock, 5);
         drop(store);
         let snap = Store::snapshot(dir.path()).unwrap();
         assert_eq!(snap.applied.len(), 2);
+    }
+
+    #[test]
+    fn a_late_duplicate_below_the_high_water_mark_is_refused_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut ledger) = Store::open(dir.path(), &[10]).unwrap();
+        // Request 1 was given up by its client (never reached us); 2 and 3 applied.
+        store
+            .apply(
+                &mut ledger,
+                &[change(Side::Buy, 2, 1), change(Side::Buy, 3, 1)],
+            )
+            .unwrap();
+        let late = store
+            .apply(
+                &mut ledger,
+                &[
+                    change(Side::Buy, 1, 1),
+                    change(Side::Buy, 2, 1),
+                    change(Side::Buy, 3, 1),
+                ],
+            )
+            .unwrap();
+        let last = RequestId {
+            node: NodeId(1),
+            seq: 3,
+        };
+        assert_eq!(late[0], Outcome::Stale { last });
+        assert_eq!(late[1], Outcome::Stale { last });
+        assert!(matches!(late[2], Outcome::Replayed(_)));
+        assert_eq!(ledger.books[0].stock, 8);
+        // Other clients are independent.
+        let mut other = change(Side::Sell, 1, 5);
+        other.order.id.node = NodeId(2);
+        assert!(matches!(
+            store.apply(&mut ledger, &[other]).unwrap()[0],
+            Outcome::Applied(_)
+        ));
+        // The dedupe state survives a restart.
+        drop(store);
+        let (store, mut ledger) = Store::open(dir.path(), &[10]).unwrap();
+        let again = store
+            .apply(&mut ledger, &[change(Side::Buy, 3, 1)])
+            .unwrap();
+        assert!(matches!(again[0], Outcome::Replayed(_)));
+        assert_eq!(ledger.books[0].stock, 13);
     }
 
     #[test]

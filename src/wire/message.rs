@@ -155,6 +155,18 @@ pub enum Refusal {
     WarehouseUnavailable { reason: String },
     #[error("the warehouse could not store the change: {reason}")]
     StorageFailed { reason: String },
+    /// A buy or sell sent to a peer that is not a trader (any more): nothing
+    /// was done, so the client retries it at a live trader.
+    #[error("this peer is not a trader (the traders are {traders:?})")]
+    NotATrader { traders: Vec<NodeId> },
+    /// A request older than the last one the warehouse applied for its client:
+    /// its client has moved on (it had its answer or gave up), so it is a late
+    /// duplicate and is not applied.
+    #[error("request {id} is older than {last}, the last applied for its client; not applied")]
+    Stale { id: RequestId, last: RequestId },
+    /// The trader's worker is not serving (the node is shutting down).
+    #[error("the trader is not serving")]
+    TraderUnavailable,
 }
 
 impl Refusal {

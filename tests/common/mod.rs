@@ -10,9 +10,9 @@ use std::time::Duration;
 use bazaar::clock::Clock;
 use bazaar::config::{Config, Role};
 use bazaar::link::Link;
+use bazaar::membership::Membership;
 use bazaar::net::{Tcp, Transport};
 use bazaar::node::{self, AddressBook, IoMode, NodeContext, ServeOptions};
-use bazaar::peer;
 use bazaar::wire::{Body, NodeId, RequestId};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -58,18 +58,19 @@ pub async fn start_node(
         .await
         .expect("bind loopback");
     let addr = listener.local_addr().unwrap();
-    let ctx = NodeContext {
+    let mut ctx = NodeContext::new(
         me,
-        role: cfg.role_of(me).expect("node in config"),
-        traders: peer::initial_traders(cfg),
-        config: Arc::new(cfg.clone()),
-        book: Arc::new(book.clone()),
-        clock: Arc::new(Clock::new()),
+        cfg.role_of(me).expect("node in config"),
+        Arc::new(cfg.clone()),
+        book.clone(),
         transport,
-        io: IoMode::Threaded,
-        data_dir: data_dir.to_path_buf(),
-        history_dir: data_dir.join("history"),
-    };
+        IoMode::Threaded,
+        data_dir.to_path_buf(),
+        data_dir.join("history"),
+    )
+    .expect("node context");
+    // The election is not under test here: start with the configured traders.
+    ctx.traders = Arc::new(Membership::with_traders(me, cfg.initial_traders()));
     let stop = CancellationToken::new();
     let task = tokio::spawn(node::run(
         ctx,

@@ -1,0 +1,198 @@
+//! The failover part of a run's report: who was elected, each fault, when and
+//! by whom it was detected, how many requests were retried and how many
+//! acknowledged requests were lost (must be 0), and the items shipped before
+//! and after each fault (the document's fault experiment).
+//!
+//! Built after the run from the nodes' histories (the `failover` lines of
+//! [`crate::membership::Record`] and the clients' requests) and the
+//! warehouse's store.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Lamport;
+use crate::config::FaultKind;
+use crate::history::{Event, Outcome};
+use crate::membership::Happening;
+use crate::warehouse::store::Snapshot;
+use crate::wire::{NodeId, Side};
+
+/// When and by whom a fault was detected.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub by: NodeId,
+    /// From the fault to the detection, wall clock.
+    pub after_ms: f64,
+    pub wall_us: u64,
+    pub lamport: Option<Lamport>,
+    pub cause: String,
+    /// The trader list the detector sent in message 8.
+    pub traders: Vec<NodeId>,
+    pub promoted: Option<NodeId>,
+}
+
+/// One injected fault and what followed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultReport {
+    pub fault: FaultKind,
+    pub victim: NodeId,
+    /// Seconds after trading began.
+    pub at_s: f64,
+    pub wall_us: u64,
+    /// The victim's Lamport time just before the fault.
+    pub lamport: Option<Lamport>,
+    /// The first detection of the victim's death after the fault, if any.
+    pub detected: Option<Detection>,
+    /// Items shipped to buyers (acknowledged buys, by completion time) before
+    /// the fault, and from the fault to the end of trading.
+    pub shipped_before: u64,
+    pub shipped_after: u64,
+    /// The same, per second of the time before and after.
+    pub shipped_per_s_before: f64,
+    pub shipped_per_s_after: f64,
+}
+
+/// The failover section of `report.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FailoverReport {
+    /// The traders the election chose (the list most peers recorded).
+    pub elected: Vec<NodeId>,
+    /// The trader list the launcher last heard.
+    pub final_traders: Vec<NodeId>,
+    pub faults: Vec<FaultReport>,
+    /// Every detection, in time order.
+    pub detections: Vec<Detection>,
+    /// Requests sent again to another trader (distinct ids), and retries in all.
+    pub requests_retried: u64,
+    pub retries: u64,
+    /// Acknowledged requests the warehouse never applied (must be 0).
+    pub lost: u64,
+}
+
+impl FailoverReport {
+    /// `began_us`/`ended_us`: wall times trading began and ended.
+    pub fn build(
+        events: &[Event],
+        store: &Snapshot,
+        began_us: u64,
+        ended_us: u64,
+        final_traders: &[NodeId],
+    ) -> FailoverReport {
+        let mut votes: BTreeMap<Vec<NodeId>, usize> = BTreeMap::new();
+        let mut faults = Vec::new();
+        let mut detections = Vec::new();
+        let mut retried = BTreeSet::new();
+        let mut retries = 0;
+        for e in events {
+            let Event::Failover(r) = e else { continue };
+            match &r.what {
+                Happening::Elected { traders, .. } => {
+                    *votes.entry(traders.clone()).or_default() += 1
+                }
+                Happening::Fault { fault, victim } => faults.push((r.clone(), *fault, *victim)),
+                Happening::Detected {
+                    dead,
+                    cause,
+                    traders,
+                    promoted,
+                } => detections.push((
+                    *dead,
+                    Detection {
+                        by: r.by.unwrap_or_default(),
+                        after_ms: 0.0,
+                        wall_us: r.wall_us,
+                        lamport: r.lamport,
+                        cause: cause.clone(),
+                        traders: traders.clone(),
+                        promoted: *promoted,
+                    },
+                )),
+                Happening::Retried { id, .. } => {
+                    retries += 1;
+                    retried.insert(*id);
+                }
+                Happening::Promoted { .. } => {}
+            }
+        }
+        detections.sort_by_key(|(_, d)| d.wall_us);
+        faults.sort_by_key(|(r, ..)| r.wall_us);
+        let elected = votes
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(t, _)| t)
+            .unwrap_or_default();
+
+        // Items shipped to buyers, by the time the buyer heard.
+        let shipped: Vec<(u64, u64)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Request(r) if r.side == Side::Buy && r.outcome == Outcome::Ok => {
+                    Some((r.completed_us, u64::from(r.granted.0)))
+                }
+                _ => None,
+            })
+            .collect();
+        let per_s = |items: u64, from: u64, to: u64| {
+            let secs = to.saturating_sub(from) as f64 / 1e6;
+            if secs > 0.0 { items as f64 / secs } else { 0.0 }
+        };
+        let faults = faults
+            .into_iter()
+            .map(|(r, fault, victim)| {
+                let detected = detections
+                    .iter()
+                    .find(|(dead, d)| *dead == victim && d.wall_us >= r.wall_us)
+                    .map(|(_, d)| Detection {
+                        after_ms: (d.wall_us - r.wall_us) as f64 / 1000.0,
+                        ..d.clone()
+                    });
+                let before: u64 = shipped
+                    .iter()
+                    .filter(|(t, _)| *t < r.wall_us)
+                    .map(|(_, q)| q)
+                    .sum();
+                let after: u64 = shipped
+                    .iter()
+                    .filter(|(t, _)| *t >= r.wall_us)
+                    .map(|(_, q)| q)
+                    .sum();
+                FaultReport {
+                    fault,
+                    victim,
+                    at_s: r.wall_us.saturating_sub(began_us) as f64 / 1e6,
+                    wall_us: r.wall_us,
+                    lamport: r.lamport,
+                    detected,
+                    shipped_before: before,
+                    shipped_after: after,
+                    shipped_per_s_before: per_s(before, began_us, r.wall_us),
+                    shipped_per_s_after: per_s(after, r.wall_us, ended_us),
+                }
+            })
+            .collect();
+
+        let applied: HashMap<_, _> = store.applied.iter().copied().collect();
+        let lost = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Request(r) if r.outcome == Outcome::Ok => Some(r),
+                _ => None,
+            })
+            .filter(|r| {
+                applied
+                    .get(&r.id)
+                    .is_none_or(|a| a.side != r.side || a.qty != r.granted)
+            })
+            .count() as u64;
+        FailoverReport {
+            elected,
+            final_traders: final_traders.to_vec(),
+            faults,
+            detections: detections.into_iter().map(|(_, d)| d).collect(),
+            requests_retried: retried.len() as u64,
+            retries,
+            lost,
+        }
+    }
+}
