@@ -218,11 +218,10 @@ fn a_trader_cut_off_from_the_warehouse_fails_over_and_loses_no_ack() {
             what: Happening::Retried { id, from, .. },
             ..
         }) = e
+            && *from == NodeId(6)
         {
-            if *from == NodeId(6) {
-                let last = last_retried.entry(id.node).or_default();
-                *last = (*last).max(id.seq);
-            }
+            let last = last_retried.entry(id.node).or_default();
+            *last = (*last).max(id.seq);
         }
     }
     assert!(
