@@ -1,8 +1,8 @@
 //! The warehouse's durable ledger, in redb under the node's data directory.
 //!
 //! Three tables: the books per product, the applied request ids with what each
-//! came to (so a retry is answered from the record, never applied twice), and
-//! nothing else. A batch of requests is applied in one write transaction and
+//! came to (so a retry or a repeated flush is answered from the record, never
+//! applied twice), and the books per trader of what its flushes came to. A batch of requests is applied in one write transaction and
 //! committed with redb's default durability (fsync), before any of them is
 //! answered: whatever was acknowledged survives a crash.
 //!
@@ -13,13 +13,17 @@ use std::path::Path;
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::ledger::{Applied, Ledger, ProductBook};
-use crate::wire::{NodeId, Order, Qty, RequestId, Side};
+use super::ledger::{Applied, Ledger, ProductBook, TraderBook};
+use crate::wire::{FlushEntry, NodeId, Order, Qty, RequestId, Side};
 
-/// Books per product id: `[initial, stock, sold, shipped, refused, oversold, oversells]`.
-const BOOKS: TableDefinition<u32, [u64; 7]> = TableDefinition::new("books");
-/// Applied requests: `(node, seq)` → `(side, qty)`, side 0 = buy, 1 = sell.
-const APPLIED: TableDefinition<(u32, u64), (u8, u32)> = TableDefinition::new("applied");
+/// Books per product id: `[initial, stock, sold, shipped, refused, oversold,
+/// oversells, buys, undersells, undersold]`.
+const BOOKS: TableDefinition<u32, [u64; 10]> = TableDefinition::new("books");
+/// Applied requests: `(node, seq)` → `(side, qty, oversold, undersold)`, side
+/// 0 = buy, 1 = sell.
+const APPLIED: TableDefinition<(u32, u64), (u8, u32, u32, u32)> = TableDefinition::new("applied");
+/// Per trader id: `[flushed, buys, oversells, oversold, undersells, undersold]`.
+const TRADERS: TableDefinition<u32, [u64; 6]> = TableDefinition::new("traders");
 
 /// The file under a warehouse's data directory that holds its ledger.
 pub const LEDGER_FILE: &str = "warehouse.redb";
@@ -47,11 +51,22 @@ fn redb_err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Redb(e.into())
 }
 
-/// A request for the ledger: a buy or sell to apply once.
+/// A request for the ledger, to apply once.
 #[derive(Clone, Copy, Debug)]
-pub struct Change {
-    pub side: Side,
-    pub order: Order,
+pub enum Change {
+    /// A buy or sell a trader forwarded (messages 2 and 3, strong mode).
+    Direct { side: Side, order: Order },
+    /// A request from a trader's cache flush (message 9), in Lamport order.
+    Flushed { trader: NodeId, entry: FlushEntry },
+}
+
+impl Change {
+    pub fn order(&self) -> &Order {
+        match self {
+            Change::Direct { order, .. } => order,
+            Change::Flushed { entry, .. } => &entry.order,
+        }
+    }
 }
 
 /// What a batch did for one change: applied now, or found already applied.
@@ -70,10 +85,12 @@ impl Outcome {
 }
 
 /// Everything the store holds, read back for reports and checks.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub books: Vec<ProductBook>,
     pub applied: Vec<(RequestId, Applied)>,
+    /// What each trader's flushes came to (cached mode; empty in strong mode).
+    pub traders: Vec<(NodeId, TraderBook)>,
 }
 
 pub struct Store {
@@ -101,6 +118,7 @@ impl Store {
                     t.insert(i as u32, to_row(b)).map_err(redb_err)?;
                 }
                 txn.open_table(APPLIED).map_err(redb_err)?;
+                txn.open_table(TRADERS).map_err(redb_err)?;
             }
             txn.commit().map_err(redb_err)?;
         } else if books.len() != initial.len() {
@@ -110,7 +128,8 @@ impl Store {
                 configured: initial.len(),
             });
         }
-        Ok((store, Ledger { books }))
+        let traders = store.read_traders()?.into_iter().collect();
+        Ok((store, Ledger { books, traders }))
     }
 
     /// Applies `changes` to `ledger` in one transaction, skipping (and replaying)
@@ -126,21 +145,36 @@ impl Store {
         {
             let mut applied = txn.open_table(APPLIED).map_err(redb_err)?;
             let mut touched = vec![false; ledger.books.len()];
+            let mut traders_touched = Vec::new();
             for c in changes {
-                let key = (c.order.id.node.0, c.order.id.seq);
+                let order = c.order();
+                let key = (order.id.node.0, order.id.seq);
                 let before = applied.get(key).map_err(redb_err)?.map(|v| v.value());
                 if let Some(row) = before {
                     outcomes.push(Outcome::Replayed(from_applied_row(row)));
                     continue;
                 }
-                let a = ledger.apply(c.side, &c.order);
+                let a = match c {
+                    Change::Direct { side, order } => ledger.apply(*side, order),
+                    Change::Flushed { trader, entry } => {
+                        traders_touched.push(*trader);
+                        ledger.apply_flushed(*trader, entry)
+                    }
+                };
                 applied.insert(key, to_applied_row(a)).map_err(redb_err)?;
-                touched[c.order.product.0 as usize] = true;
+                touched[order.product.0 as usize] = true;
                 outcomes.push(Outcome::Applied(a));
             }
             let mut books = txn.open_table(BOOKS).map_err(redb_err)?;
             for (i, b) in ledger.books.iter().enumerate().filter(|(i, _)| touched[*i]) {
                 books.insert(i as u32, to_row(b)).map_err(redb_err)?;
+            }
+            traders_touched.sort_unstable();
+            traders_touched.dedup();
+            let mut traders = txn.open_table(TRADERS).map_err(redb_err)?;
+            for t in traders_touched {
+                let tb = ledger.traders.get(&t).copied().unwrap_or_default();
+                traders.insert(t.0, trader_row(&tb)).map_err(redb_err)?;
             }
         }
         txn.commit().map_err(redb_err)?;
@@ -160,12 +194,29 @@ impl Store {
             .collect()
     }
 
+    fn read_traders(&self) -> Result<Vec<(NodeId, TraderBook)>, StoreError> {
+        let txn = self.db.begin_read().map_err(redb_err)?;
+        let t = match txn.open_table(TRADERS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(redb_err(e)),
+        };
+        t.iter()
+            .map_err(redb_err)?
+            .map(|r| {
+                r.map(|(k, v)| (NodeId(k.value()), from_trader_row(v.value())))
+                    .map_err(redb_err)
+            })
+            .collect()
+    }
+
     /// Reads the whole store of a warehouse data directory (the warehouse must
     /// have stopped: redb allows one process at a time).
     pub fn snapshot(dir: &Path) -> Result<Snapshot, StoreError> {
         let db = Database::open(dir.join(LEDGER_FILE)).map_err(redb_err)?;
         let store = Store { db };
         let books = store.read_books()?;
+        let traders = store.read_traders()?;
         let txn = store.db.begin_read().map_err(redb_err)?;
         let t = txn.open_table(APPLIED).map_err(redb_err)?;
         let mut applied = Vec::with_capacity(t.len().map_err(redb_err)? as usize);
@@ -180,11 +231,15 @@ impl Store {
                 from_applied_row(v.value()),
             ));
         }
-        Ok(Snapshot { books, applied })
+        Ok(Snapshot {
+            books,
+            applied,
+            traders,
+        })
     }
 }
 
-fn to_row(b: &ProductBook) -> [u64; 7] {
+fn to_row(b: &ProductBook) -> [u64; 10] {
     [
         b.initial,
         b.stock,
@@ -193,11 +248,25 @@ fn to_row(b: &ProductBook) -> [u64; 7] {
         b.refused,
         b.oversold,
         b.oversells,
+        b.buys,
+        b.undersells,
+        b.undersold,
     ]
 }
 
-fn from_row(r: [u64; 7]) -> ProductBook {
-    let [initial, stock, sold, shipped, refused, oversold, oversells] = r;
+fn from_row(r: [u64; 10]) -> ProductBook {
+    let [
+        initial,
+        stock,
+        sold,
+        shipped,
+        refused,
+        oversold,
+        oversells,
+        buys,
+        undersells,
+        undersold,
+    ] = r;
     ProductBook {
         initial,
         stock,
@@ -206,21 +275,49 @@ fn from_row(r: [u64; 7]) -> ProductBook {
         refused,
         oversold,
         oversells,
+        buys,
+        undersells,
+        undersold,
     }
 }
 
-fn to_applied_row(a: Applied) -> (u8, u32) {
+fn trader_row(t: &TraderBook) -> [u64; 6] {
+    [
+        t.flushed,
+        t.buys,
+        t.oversells,
+        t.oversold,
+        t.undersells,
+        t.undersold,
+    ]
+}
+
+fn from_trader_row(r: [u64; 6]) -> TraderBook {
+    let [flushed, buys, oversells, oversold, undersells, undersold] = r;
+    TraderBook {
+        flushed,
+        buys,
+        oversells,
+        oversold,
+        undersells,
+        undersold,
+    }
+}
+
+fn to_applied_row(a: Applied) -> (u8, u32, u32, u32) {
     let side = match a.side {
         Side::Buy => 0,
         Side::Sell => 1,
     };
-    (side, a.qty.0)
+    (side, a.qty.0, a.oversold.0, a.undersold.0)
 }
 
-fn from_applied_row((side, qty): (u8, u32)) -> Applied {
+fn from_applied_row((side, qty, oversold, undersold): (u8, u32, u32, u32)) -> Applied {
     Applied {
         side: if side == 0 { Side::Buy } else { Side::Sell },
         qty: Qty(qty),
+        oversold: Qty(oversold),
+        undersold: Qty(undersold),
     }
 }
 
@@ -230,7 +327,7 @@ mod tests {
     use crate::wire::ProductId;
 
     fn change(side: Side, seq: u64, qty: u32) -> Change {
-        Change {
+        Change::Direct {
             side,
             order: Order {
                 id: RequestId {
@@ -241,6 +338,54 @@ mod tests {
                 qty: Qty(qty),
             },
         }
+    }
+
+    fn flushed(trader: u32, seq: u64, side: Side, qty: u32, granted: u32) -> Change {
+        let Change::Direct { order, .. } = change(side, seq, qty) else {
+            unreachable!()
+        };
+        Change::Flushed {
+            trader: NodeId(trader),
+            entry: FlushEntry {
+                order,
+                side,
+                clock: crate::clock::Lamport(seq),
+                granted: Qty(granted),
+            },
+        }
+    }
+
+    #[test]
+    fn a_repeated_flush_is_replayed_and_oversells_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut ledger) = Store::open(dir.path(), &[4]).unwrap();
+        let flush = [
+            flushed(6, 1, Side::Buy, 3, 3),
+            flushed(6, 2, Side::Buy, 3, 3),
+            flushed(6, 3, Side::Sell, 5, 5),
+        ];
+        let first = store.apply(&mut ledger, &flush).unwrap();
+        assert!(first.iter().all(|o| matches!(o, Outcome::Applied(_))));
+        assert_eq!(first[1].applied().oversold, Qty(2));
+        // The same flush again (its reply was lost), cut into another batch
+        // with a new request: only the new one is applied.
+        let again = store
+            .apply(
+                &mut ledger,
+                &[flush[1], flush[0], flushed(6, 4, Side::Buy, 1, 1)],
+            )
+            .unwrap();
+        assert_eq!(again[0], Outcome::Replayed(first[1].applied()));
+        assert!(matches!(again[2], Outcome::Applied(_)));
+        let b = ledger.books[0];
+        assert_eq!((b.stock, b.shipped, b.oversells, b.oversold), (4, 5, 1, 2));
+        assert_eq!(ledger.traders[&NodeId(6)].flushed, 4);
+        drop(store);
+        let snap = Store::snapshot(dir.path()).unwrap();
+        assert_eq!(snap.traders, vec![(NodeId(6), ledger.traders[&NodeId(6)])]);
+        assert_eq!(snap.books, ledger.books);
+        let (_, reopened) = Store::open(dir.path(), &[4]).unwrap();
+        assert_eq!(reopened, ledger);
     }
 
     #[test]
