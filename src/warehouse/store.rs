@@ -30,8 +30,9 @@ pub const LEDGER_FILE: &str = "warehouse.redb";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Boxed: redb's error is large, and this one travels through every result.
     #[error("warehouse store: {0}")]
-    Redb(#[from] redb::Error),
+    Redb(Box<redb::Error>),
     #[error(
         "warehouse store {path} holds {stored} products but the config has {configured} (use a fresh data directory)"
     )]
@@ -48,7 +49,7 @@ pub enum StoreError {
 }
 
 fn redb_err(e: impl Into<redb::Error>) -> StoreError {
-    StoreError::Redb(e.into())
+    StoreError::Redb(Box::new(e.into()))
 }
 
 /// A request for the ledger, to apply once.
