@@ -2,6 +2,7 @@
 //! settles them with the warehouse in the market's consistency mode
 //! ([`strong`] today), and answers heartbeats (message 7).
 
+pub mod cached;
 pub mod strong;
 
 use std::time::Duration;
