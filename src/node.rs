@@ -264,7 +264,8 @@ pub struct NodeContext {
     /// Who the traders are, as this node last heard (shared by all its parts).
     pub traders: crate::peer::Traders,
     pub transport: Arc<dyn Transport>,
-    /// The node's own durable state (the warehouse's ledger).
+    /// The node's own durable state (the warehouse's ledger, a cached
+    /// trader's journal).
     pub data_dir: PathBuf,
     /// Where the node writes its history (`<node>.jsonl`).
     pub history_dir: PathBuf,
@@ -282,13 +283,18 @@ pub async fn run(
     on_done: impl FnOnce() + Send,
 ) -> anyhow::Result<()> {
     let mut ledger = None;
+    let mut trader = None;
     let handler: Arc<dyn Handler> = match ctx.role {
         Role::Warehouse => {
             let (warehouse, thread) = crate::warehouse::Warehouse::start(&ctx)?;
             ledger = Some(thread);
             Arc::new(warehouse)
         }
-        Role::Trader => Arc::new(crate::trader::Trader::new(&ctx)),
+        Role::Trader => {
+            let t = Arc::new(crate::trader::Trader::start(&ctx)?);
+            trader = Some(t.clone());
+            t
+        }
         Role::Buyer | Role::Seller | Role::Idle => Arc::new(crate::peer::PeerHandler::new(&ctx)),
     };
     let server = tokio::spawn(serve(
@@ -304,6 +310,9 @@ pub async fn run(
     }
     on_done();
     server.await?;
+    if let Some(t) = trader {
+        t.stop().await;
+    }
     if let Some(thread) = ledger {
         thread.join().await;
     }

@@ -318,16 +318,30 @@ impl Cache {
     }
 
     /// Takes back accepted requests the driver could not journal (their
-    /// clients are told so): out of the queue, and out of the copy.
-    pub fn revoke(&mut self, keys: &[Key]) {
+    /// clients are told so): out of the queue or the flush in flight, and out
+    /// of the copy. Returns the flush in flight without them, if it had any,
+    /// for the driver to send in place of the one it was about to send.
+    pub fn revoke(&mut self, keys: &[Key]) -> Option<Body> {
         let mut revoked = Vec::new();
-        self.queue.retain(|q| {
+        let mut keep = |q: &Queued| {
             let drop = keys.contains(&q.key);
             if drop {
                 revoked.push(q.entry);
             }
             !drop
-        });
+        };
+        self.queue.retain(&mut keep);
+        let mut corrected = None;
+        if let Some(f) = self.flight.as_mut() {
+            let before = f.queued.len();
+            f.queued.retain(&mut keep);
+            if f.queued.len() != before {
+                corrected = Some(Body::Flush {
+                    id: f.id,
+                    entries: f.queued.iter().map(|q| q.entry).collect(),
+                });
+            }
+        }
         for e in revoked {
             let p = e.order.product.0 as usize;
             match e.side {
@@ -335,6 +349,7 @@ impl Cache {
                 Side::Sell => self.stock[p] = self.stock[p].saturating_sub(e.order.qty.0.into()),
             }
         }
+        corrected
     }
 
     fn fresh(&self, now: Instant) -> bool {
@@ -819,7 +834,18 @@ mod tests {
         let Action::Accept { key, .. } = a[0] else {
             panic!()
         };
-        c.revoke(&[key]);
+        assert_eq!(c.revoke(&[key]), None);
         assert_eq!((c.stock()[0], c.unflushed()), (10, 0));
+        // Revoked from a flush just built: the flush is sent without it.
+        let mut last = Vec::new();
+        for i in 1..=5 {
+            last = c.on_request(t0, i, Side::Sell, order(i, 1), Lamport(i));
+        }
+        let (id, _) = flush_of(&the_call(&last));
+        let Action::Accept { key, .. } = last[0] else {
+            panic!()
+        };
+        let (again, entries) = flush_of(&c.revoke(&[key]).expect("a corrected flush"));
+        assert_eq!((again, entries.len(), c.stock()[0]), (id, 4, 14));
     }
 }
