@@ -11,6 +11,14 @@
 //! warehouse applies requests in group-committed, durable transactions and
 //! remembers each request id, so a retry is never applied twice.
 //!
+//! In `cached` mode (the document's cache) a trader answers from its own copy
+//! of the stock, journals the request durably, queues it, and flushes the queue
+//! to the warehouse (message 9) every `cache.flush_every` requests or
+//! `cache.flush_interval`. The warehouse applies flushed requests in Lamport
+//! order; a granted buy it cannot fill is an oversell, a buy the trader refused
+//! while the stock was there an undersell, both counted per trader and per
+//! request. A trader restarted on its data directory flushes its journal.
+//!
 //! ## Module map
 //! - [`config`]: the market config (TOML, defaults embedded, validated).
 //! - [`wire`]: the envelope, the message enum, frames and their limits.
@@ -19,7 +27,8 @@
 //! - [`link`]: a multiplexed client connection to one node.
 //! - [`node`]: the node runtime: listener, connections, the role it serves.
 //! - [`warehouse`]: the warehouse service, its books and its durable store.
-//! - [`trader`]: the trader service and its consistency modes.
+//! - [`trader`]: the trader service and its consistency modes (strong; cached,
+//!   with its journal and driver).
 //! - [`peer`]: buyers, sellers and the client they share.
 //! - [`market`]: the launcher behind `bazaar run`.
 //! - [`history`]: each node's log of requests, read back after the run.

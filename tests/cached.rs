@@ -111,7 +111,7 @@ fn cached_market_of_one_seller_and_three_buyers_oversells_and_conserves_stock() 
     }
     // Every oversell is named, per request and per trader.
     assert_eq!(r.oversold_buys.len() as u64, r.oversells);
-    let per_trader: u64 = r.per_trader.iter().map(|t| t.oversells).sum();
+    let per_trader: u64 = r.per_trader.iter().map(|t| t.book.oversells).sum();
     assert_eq!(per_trader, r.oversells);
     assert!(r.oversell_rate > 0.0 && r.oversell_rate <= 1.0);
     // Acknowledged = shipped + oversold, request by request: the checker's
@@ -269,8 +269,20 @@ impl Probe {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cached_trader_killed_and_restarted_loses_nothing_it_acknowledged() {
+/// What a market with a killed trader came to.
+struct AfterKill {
+    cfg: Config,
+    /// What the victim acknowledged before it died.
+    acked: Vec<Request>,
+    store: bazaar::warehouse::store::Snapshot,
+    unflushed: Vec<(NodeId, bazaar::wire::FlushEntry)>,
+    verdicts: Vec<check::Verdict>,
+}
+
+/// Runs a cached market in which trader 7 is SIGKILLed mid-run after it has
+/// acknowledged requests, and (if `restart`) restarted on its port and data
+/// directory.
+async fn kill_trader_mid_run(restart: bool) -> AfterKill {
     // 7 peers: traders 6 and 7, buyers 1-3, seller 4; peer 5 is this test's
     // probe. Flushes only on stop, so everything trader 7 acknowledges before
     // the kill exists only in its journal when it dies.
@@ -344,21 +356,22 @@ flush_interval = "1h"
         acked.push(r);
     }
 
-    // SIGKILL, then a restart on the same port and data directory.
+    // SIGKILL, then maybe a restart on the same port and data directory.
     let i = nodes.iter().position(|n| n.id == victim).unwrap();
     let mut dead = nodes.remove(i);
     dead.child.kill().unwrap();
     dead.child.wait().unwrap();
     drop(dead);
-    let mut reborn = spawn(victim, Some(victim_addr));
-    reborn.say(&start);
-    nodes.push(reborn);
-
-    // The restarted trader serves again (a fresh connection to it).
-    let after = link(&probe);
-    for _ in 0..3 {
-        let r = probe.request(&after, Side::Sell, 2).await;
-        assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    if restart {
+        let mut reborn = spawn(victim, Some(victim_addr));
+        reborn.say(&start);
+        nodes.push(reborn);
+        // The restarted trader serves again (a fresh connection to it).
+        let after = link(&probe);
+        for _ in 0..3 {
+            let r = probe.request(&after, Side::Sell, 2).await;
+            assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+        }
     }
 
     // Stop the workload, then the traders (they flush as they stop), then the warehouse.
@@ -376,30 +389,78 @@ flush_interval = "1h"
     }
     probe.write_history(&run.history());
 
-    // Everything trader 7 acknowledged before it died is at the warehouse,
-    // as acknowledged (shipped + oversold = granted).
     let store = Store::snapshot(&run.data_of(NodeId::WAREHOUSE)).unwrap();
-    for r in &acked {
-        let (_, a) = store
+    let unflushed = read_unflushed(&cfg, &run).unwrap();
+    let events = history::read_dir(&run.history()).unwrap();
+    let requests: Vec<&Request> = history::requests(&events).collect();
+    let verdicts = check::check_with_journals(&cfg, &requests, &store, &unflushed);
+    AfterKill {
+        cfg,
+        acked,
+        store,
+        unflushed,
+        verdicts,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_trader_killed_and_restarted_loses_nothing_it_acknowledged() {
+    let k = kill_trader_mid_run(true).await;
+    // Everything trader 7 acknowledged before it died is at the warehouse,
+    // as acknowledged (shipped + oversold = granted). Its flushing was off,
+    // so all of it came through the journal.
+    for r in &k.acked {
+        let (_, a) = k
+            .store
             .applied
             .iter()
             .find(|(id, _)| *id == r.id)
             .unwrap_or_else(|| panic!("{} acknowledged before the kill and lost", r.id));
         assert_eq!((a.side, a.acknowledged()), (r.side, r.granted), "{}", r.id);
     }
-    let t7 = store
+    let t7 = k
+        .store
         .traders
         .iter()
-        .find(|(t, _)| *t == victim)
+        .find(|(t, _)| *t == NodeId(7))
         .map(|(_, b)| *b)
         .expect("trader 7 flushed");
-    assert!(t7.flushed >= acked.len() as u64 + 3, "{t7:?}");
-
+    assert!(t7.flushed >= k.acked.len() as u64 + 3, "{t7:?}");
     // And the whole run passes the checker, with nothing left unflushed.
-    let unflushed = read_unflushed(&cfg, &run).unwrap();
-    assert!(unflushed.is_empty(), "{unflushed:?}");
-    let events = history::read_dir(&run.history()).unwrap();
-    let requests: Vec<&Request> = history::requests(&events).collect();
-    let verdicts = check::check_with_journals(&cfg, &requests, &store, &unflushed);
-    assert!(check::all_ok(&verdicts), "{verdicts:#?}");
+    assert!(k.unflushed.is_empty(), "{:?}", k.unflushed);
+    assert!(check::all_ok(&k.verdicts), "{:#?}", k.verdicts);
+    assert_eq!(k.cfg.market.mode, bazaar::config::Mode::Cached);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_trader_dead_for_good_leaves_its_queue_counted_not_dropped() {
+    let k = kill_trader_mid_run(false).await;
+    // What it acknowledged is in its journal, reported as unflushed...
+    for r in &k.acked {
+        assert!(
+            k.unflushed
+                .iter()
+                .any(|(t, e)| *t == NodeId(7) && e.order.id == r.id && e.granted == r.granted),
+            "{} missing from trader 7's journal",
+            r.id
+        );
+        assert!(!k.store.applied.iter().any(|(id, _)| *id == r.id));
+    }
+    // ...and the checker names it stranded: acknowledged, not at the warehouse.
+    let lost = k
+        .verdicts
+        .iter()
+        .find(|v| v.invariant == check::NO_LOST_ACK)
+        .unwrap();
+    assert!(
+        !lost.ok && lost.detail.contains("stranded unflushed in peer7"),
+        "{lost:?}"
+    );
+    // The rest of the books still add up.
+    let conserved = k
+        .verdicts
+        .iter()
+        .find(|v| v.invariant == check::CONSERVATION)
+        .unwrap();
+    assert!(conserved.ok, "{conserved:?}");
 }

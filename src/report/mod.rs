@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::check::Verdict;
 use crate::config::{Config, Mode, Role};
 use crate::history::{Outcome, Request};
+use crate::warehouse::ledger::{Applied, TraderBook};
 use crate::warehouse::store::Snapshot;
 use crate::wire::{FlushEntry, NodeId, Qty, RequestId, Side};
 
@@ -65,12 +66,8 @@ pub struct ProductReport {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TraderReport {
     pub trader: NodeId,
-    pub flushed: u64,
-    pub buys: u64,
-    pub oversells: u64,
-    pub oversold: u64,
-    pub undersells: u64,
-    pub undersold: u64,
+    #[serde(flatten)]
+    pub book: TraderBook,
 }
 
 /// One acknowledged buy the warehouse judged against its trader's cache.
@@ -208,7 +205,7 @@ impl Report {
                 n as f64 / buys as f64
             }
         };
-        let judged = |pick: fn(&crate::warehouse::ledger::Applied) -> bool| {
+        let judged = |pick: fn(&Applied) -> bool| {
             let mut v: Vec<JudgedBuy> = store
                 .applied
                 .iter()
@@ -247,12 +244,7 @@ impl Report {
                 .iter()
                 .map(|(t, b)| TraderReport {
                     trader: *t,
-                    flushed: b.flushed,
-                    buys: b.buys,
-                    oversells: b.oversells,
-                    oversold: b.oversold,
-                    undersells: b.undersells,
-                    undersold: b.undersold,
+                    book: *b,
                 })
                 .collect(),
             oversold_buys: judged(|a| a.oversold.0 > 0),

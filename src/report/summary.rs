@@ -52,7 +52,13 @@ impl Report {
             let _ = writeln!(
                 s,
                 "  trader {:<4} {} flushed, {} buys: {} oversells ({} items), {} undersells ({} items)",
-                t.trader.0, t.flushed, t.buys, t.oversells, t.oversold, t.undersells, t.undersold
+                t.trader.0,
+                t.book.flushed,
+                t.book.buys,
+                t.book.oversells,
+                t.book.oversold,
+                t.book.undersells,
+                t.book.undersold
             );
         }
         for u in &self.unflushed {
