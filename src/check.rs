@@ -13,7 +13,7 @@ use crate::config::{Config, Mode};
 use crate::history::{Outcome, Request};
 use crate::warehouse::ledger::Applied;
 use crate::warehouse::store::Snapshot;
-use crate::wire::{RequestId, Side};
+use crate::wire::{FlushEntry, NodeId, RequestId, Side};
 
 /// Time a request may run past its deadline before liveness calls it hung:
 /// the client's timer fires at the deadline, and then it must be scheduled.
@@ -60,10 +60,25 @@ pub const LIVENESS: &str = "liveness";
 /// Judges a run: `requests` from every client's history, `store` as the
 /// warehouse left it.
 pub fn check(cfg: &Config, requests: &[&Request], store: &Snapshot) -> Vec<Verdict> {
+    check_with_journals(cfg, requests, store, &[])
+}
+
+/// [`check`], also given what cached traders left unflushed in their journals
+/// (a trader that died for good): such a request is acknowledged and not in the
+/// warehouse, so it still fails "no lost acknowledged request", but it is named
+/// as stranded rather than as vanished.
+pub fn check_with_journals(
+    cfg: &Config,
+    requests: &[&Request],
+    store: &Snapshot,
+    unflushed: &[(NodeId, FlushEntry)],
+) -> Vec<Verdict> {
     let applied: HashMap<RequestId, Applied> = store.applied.iter().copied().collect();
+    let stranded: HashMap<RequestId, NodeId> =
+        unflushed.iter().map(|(t, e)| (e.order.id, *t)).collect();
     vec![
         conservation(cfg, store),
-        no_lost_ack(requests, &applied),
+        no_lost_ack(requests, &applied, &stranded),
         no_double_apply(requests, store),
         zero_oversell(cfg, store),
         liveness(cfg, requests),
@@ -105,25 +120,35 @@ fn conservation(cfg: &Config, store: &Snapshot) -> Verdict {
     )
 }
 
-fn no_lost_ack(requests: &[&Request], applied: &HashMap<RequestId, Applied>) -> Verdict {
+/// Every acknowledged request is in the warehouse as acknowledged: shipped or
+/// deposited, plus (cached mode) what was oversold of a granted buy.
+fn no_lost_ack(
+    requests: &[&Request],
+    applied: &HashMap<RequestId, Applied>,
+    stranded: &HashMap<RequestId, NodeId>,
+) -> Verdict {
     let mut bad = Vec::new();
-    let mut acked = 0;
+    let (mut acked, mut oversold) = (0, 0);
     for r in requests.iter().filter(|r| r.outcome == Outcome::Ok) {
         acked += 1;
-        let expect = Applied {
-            side: r.side,
-            qty: r.granted,
-        };
         match applied.get(&r.id) {
-            Some(a) if *a == expect => {}
+            Some(a) if a.side == r.side && a.acknowledged() == r.granted => {
+                oversold += usize::from(a.oversold.0 > 0);
+            }
             Some(a) => bad.push(format!(
-                "{} acknowledged as {:?} {} but the warehouse applied {:?} {}",
-                r.id, r.side, r.granted, a.side, a.qty
+                "{} acknowledged as {:?} {} but the warehouse applied {:?} {} (+{} oversold)",
+                r.id, r.side, r.granted, a.side, a.qty, a.oversold
             )),
-            None => bad.push(format!(
-                "{} ({:?} {} via {}) acknowledged but never applied",
-                r.id, r.side, r.granted, r.trader
-            )),
+            None => match stranded.get(&r.id) {
+                Some(t) => bad.push(format!(
+                    "{} ({:?} {} via {}) acknowledged but stranded unflushed in {t}'s journal",
+                    r.id, r.side, r.granted, r.trader
+                )),
+                None => bad.push(format!(
+                    "{} ({:?} {} via {}) acknowledged but never applied",
+                    r.id, r.side, r.granted, r.trader
+                )),
+            },
         }
     }
     let n = bad.len();
@@ -132,7 +157,9 @@ fn no_lost_ack(requests: &[&Request], applied: &HashMap<RequestId, Applied>) -> 
         NO_LOST_ACK,
         bad,
         n,
-        format!("all {acked} acknowledged requests are in the warehouse"),
+        format!(
+            "all {acked} acknowledged requests are in the warehouse ({oversold} of them as oversells)"
+        ),
     )
 }
 
@@ -286,6 +313,7 @@ mod tests {
             Snapshot {
                 books: ledger.books,
                 applied,
+                traders: Vec::new(),
             },
         )
     }
@@ -321,6 +349,44 @@ mod tests {
         let v = verdict(&cfg, &reqs, &snap, NO_LOST_ACK);
         assert!(
             !v.ok && v.detail.contains("1#2") && v.detail.contains("never applied"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn an_oversold_buy_counts_as_in_the_warehouse_and_a_stranded_one_is_named() {
+        let (mut cfg, reqs, mut snap) = clean();
+        cfg.market.mode = Mode::Cached;
+        // The buy of 3 was granted from a cache; the warehouse shipped 1.
+        snap.applied[1].1 = Applied {
+            qty: Qty(1),
+            oversold: Qty(2),
+            ..snap.applied[1].1
+        };
+        let v = verdict(&cfg, &reqs, &snap, NO_LOST_ACK);
+        assert!(v.ok && v.detail.contains("1 of them as oversells"), "{v:?}");
+        // Shipped 1 and oversold 1 does not add up to the 3 acknowledged.
+        snap.applied[1].1.oversold = Qty(1);
+        assert!(!verdict(&cfg, &reqs, &snap, NO_LOST_ACK).ok);
+        // Not applied, but left in a dead trader's journal.
+        snap.applied.retain(|(id, _)| id.seq != 2);
+        let entry = FlushEntry {
+            order: crate::wire::Order {
+                id: reqs[1].id,
+                product: ProductId(0),
+                qty: Qty(3),
+            },
+            side: Side::Buy,
+            clock: Lamport(3),
+            granted: Qty(3),
+        };
+        let refs: Vec<&Request> = reqs.iter().collect();
+        let v = check_with_journals(&cfg, &refs, &snap, &[(NodeId(6), entry)])
+            .into_iter()
+            .find(|v| v.invariant == NO_LOST_ACK)
+            .unwrap();
+        assert!(
+            !v.ok && v.detail.contains("stranded unflushed in peer6"),
             "{v:?}"
         );
     }

@@ -41,6 +41,7 @@ pub struct Config {
     pub products: Vec<Product>,
     pub roles: Roles,
     pub workload: Workload,
+    pub cache: CacheConfig,
     #[serde(default)]
     pub network: Network,
     pub election: Election,
@@ -150,6 +151,24 @@ pub enum FaultKind {
     Kill,
     /// Stop a trader's worker; its socket keeps accepting.
     Wedge,
+}
+
+/// Most requests one cache flush (message 9) carries: keeps a flush far below
+/// the frame limit (an entry is ~30 bytes) and one flush's transaction short.
+pub const MAX_FLUSH: usize = 1024;
+
+/// The trader's cache in `cached` mode (the document's cache and flush).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How long a looked-up stock stays valid before the next request looks it up again.
+    #[serde(with = "duration_str")]
+    pub ttl: Duration,
+    /// Flush the queue when it holds this many requests (the document's 5).
+    pub flush_every: usize,
+    /// Flush also when the oldest queued request has waited this long.
+    #[serde(with = "duration_str")]
+    pub flush_interval: Duration,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -339,9 +358,9 @@ impl Config {
                 m.traders, m.peers
             )));
         }
-        if m.mode != Mode::Strong {
+        if m.mode == Mode::Escrow {
             return Err(bad(format!(
-                "[market] mode = \"{}\" is not built yet; only \"strong\" runs today (\"cached\" and \"escrow\" are coming)",
+                "[market] mode = \"{}\" is not built yet; choose \"strong\" or \"cached\"",
                 m.mode
             )));
         }
@@ -401,6 +420,25 @@ impl Config {
             )));
         }
         self.validate_failover()?;
+        let c = &self.cache;
+        if c.ttl < Duration::from_millis(1) {
+            return Err(bad(format!(
+                "[cache] ttl = {:?} (need at least 1ms)",
+                c.ttl
+            )));
+        }
+        if c.flush_every == 0 || c.flush_every > MAX_FLUSH {
+            return Err(bad(format!(
+                "[cache] flush_every = {} (need 1..={MAX_FLUSH} requests)",
+                c.flush_every
+            )));
+        }
+        if c.flush_interval < Duration::from_millis(1) {
+            return Err(bad(format!(
+                "[cache] flush_interval = {:?} (need at least 1ms)",
+                c.flush_interval
+            )));
+        }
         if !self.network.peers.is_empty() && self.network.peers.len() != m.peers as usize {
             return Err(bad(format!(
                 "[network] peers lists {} addresses but [market] peers = {} (give one per peer, or none)",
@@ -632,7 +670,14 @@ mod tests {
     #[test]
     fn errors_name_the_field_and_the_fix() {
         assert!(err("[market]\ntraders = 6").contains("traders = 6 but 6 peers"));
-        assert!(err("[market]\nmode = \"cached\"").contains("not built yet"));
+        assert!(err("[market]\nmode = \"escrow\"").contains("not built yet"));
+        assert!(Config::from_toml("[market]\nmode = \"cached\"").is_ok());
+        assert!(err("[cache]\nflush_every = 0").contains("[cache] flush_every = 0"));
+        assert!(err("[cache]\nflush_every = 5000").contains("flush_every = 5000"));
+        assert!(err("[cache]\nttl = \"0s\"").contains("[cache] ttl"));
+        assert!(err("[cache]\nflush_interval = \"0ms\"").contains("[cache] flush_interval"));
+        assert!(err("[cache]\nflush_every = -1").contains("flush_every"));
+        assert!(err("[cache]\nsize = 3").contains("size"));
         assert!(err("[market]\nmode = \"fast\"").contains("unknown variant"));
         assert!(err("[market]\nduration = \"soon\"").contains("not a duration"));
         assert!(err("[market]\npeers = -3").contains("peers"));

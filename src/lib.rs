@@ -16,6 +16,14 @@
 //! heartbeat.interval` and every peer is told (message 8). A request in
 //! flight at a dying trader is retried at a live one with the same id.
 //!
+//! In `cached` mode (the document's cache) a trader answers from its own copy
+//! of the stock, journals the request durably, queues it, and flushes the queue
+//! to the warehouse (message 9) every `cache.flush_every` requests or
+//! `cache.flush_interval`. The warehouse applies flushed requests in Lamport
+//! order; a granted buy it cannot fill is an oversell, a buy the trader refused
+//! while the stock was there an undersell, both counted per trader and per
+//! request. A trader restarted on its data directory flushes its journal.
+//!
 //! ## Module map
 //! - [`config`]: the market config (TOML, defaults embedded, validated).
 //! - [`wire`]: the envelope, the message enum, frames and their limits.
@@ -28,7 +36,8 @@
 //! - [`membership`]: a node's trader list (messages 1, 8) and failover records.
 //! - [`failover`]: the report's failover section (faults, detections, retries).
 //! - [`warehouse`]: the warehouse service, its books and its durable store.
-//! - [`trader`]: the trader service and its consistency modes.
+//! - [`trader`]: the trader service and its consistency modes (strong; cached,
+//!   with its journal and driver).
 //! - [`peer`]: buyers, sellers and the client they share.
 //! - [`market`]: the launcher behind `bazaar run`.
 //! - [`history`]: each node's log of requests, read back after the run.

@@ -155,7 +155,8 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let events = history::read_dir(&dir.history())?;
             let requests: Vec<&history::Request> = history::requests(&events).collect();
             let store = Store::snapshot(&dir.data_of(NodeId::WAREHOUSE))?;
-            let verdicts = check::check(&cfg, &requests, &store);
+            let unflushed = bazaar::market::read_unflushed(&cfg, &dir)?;
+            let verdicts = check::check_with_journals(&cfg, &requests, &store, &unflushed);
             for v in &verdicts {
                 println!(
                     "{:<28} {:<6} {}",
@@ -176,8 +177,23 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             })?;
             for (i, b) in snap.books.iter().enumerate() {
                 println!(
-                    "product {i}: stock {} (initial {}, sold {}, shipped {}, refused {}, oversold {} in {} oversells)",
-                    b.stock, b.initial, b.sold, b.shipped, b.refused, b.oversold, b.oversells
+                    "product {i}: stock {} (initial {}, sold {}, shipped {}, refused {}, oversold {} in {} oversells, undersold {} in {} undersells, of {} buys)",
+                    b.stock,
+                    b.initial,
+                    b.sold,
+                    b.shipped,
+                    b.refused,
+                    b.oversold,
+                    b.oversells,
+                    b.undersold,
+                    b.undersells,
+                    b.buys
+                );
+            }
+            for (t, tb) in &snap.traders {
+                println!(
+                    "{t}: {} flushed requests, {} buys, {} oversells ({} items), {} undersells ({} items)",
+                    tb.flushed, tb.buys, tb.oversells, tb.oversold, tb.undersells, tb.undersold
                 );
             }
             println!("{} applied requests", snap.applied.len());

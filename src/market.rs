@@ -42,8 +42,9 @@ use crate::history::{self, Event};
 use crate::membership::{Happening, Record};
 use crate::node::AddressBook;
 use crate::report::Report;
+use crate::trader::journal::Journal;
 use crate::warehouse::store::Store;
-use crate::wire::NodeId;
+use crate::wire::{FlushEntry, NodeId};
 
 /// How long a child may take to bind and say `ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -167,20 +168,23 @@ pub async fn run(cfg: &Config, runs_root: &Path, exe: &Path) -> anyhow::Result<R
         nodes.push(spawn(exe, &dir, node, role)?);
     }
     let result = drive(cfg, &dir, &mut nodes).await;
-    // Whatever happened, no child outlives the run.
-    for n in &mut nodes {
-        n.stdin.take();
-    }
-    for n in &mut nodes {
-        if tokio::time::timeout(EXIT_TIMEOUT, n.child.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "{} did not exit within {EXIT_TIMEOUT:?}; killing it",
-                n.node
-            );
-            let _ = n.child.kill().await;
+    // Whatever happened, no child outlives the run. The warehouse stops last,
+    // so that cached traders can flush their queues to it as they stop.
+    for last in [false, true] {
+        for n in nodes.iter_mut().filter(|n| n.node.is_warehouse() == last) {
+            n.stdin.take();
+        }
+        for n in nodes.iter_mut().filter(|n| n.node.is_warehouse() == last) {
+            if tokio::time::timeout(EXIT_TIMEOUT, n.child.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "{} did not exit within {EXIT_TIMEOUT:?}; killing it",
+                    n.node
+                );
+                let _ = n.child.kill().await;
+            }
         }
     }
     let trading = result?;
@@ -188,8 +192,10 @@ pub async fn run(cfg: &Config, runs_root: &Path, exe: &Path) -> anyhow::Result<R
     let events = history::read_dir(&dir.history())?;
     let requests: Vec<&history::Request> = history::requests(&events).collect();
     let store = Store::snapshot(&dir.data_of(NodeId::WAREHOUSE))?;
-    let verdicts = check::check(cfg, &requests, &store);
-    let mut report = Report::build(cfg, &dir.root, trading.elapsed, &requests, &store, verdicts);
+    let unflushed = read_unflushed(cfg, &dir)?;
+    let verdicts = check::check_with_journals(cfg, &requests, &store, &unflushed);
+    let mut report = Report::build(cfg, &dir.root, trading.elapsed, &requests, &store, verdicts)
+        .with_unflushed(&unflushed);
     let failover = FailoverReport::build(
         &events,
         &store,
@@ -214,6 +220,19 @@ pub async fn run(cfg: &Config, runs_root: &Path, exe: &Path) -> anyhow::Result<R
     report.failover = failover;
     report.write_json(&dir.report())?;
     Ok(report)
+}
+
+/// What cached traders left in their journals, unflushed, when they stopped
+/// (a trader that died for good, or could not reach the warehouse as it
+/// stopped). Read after every node has exited.
+pub fn read_unflushed(cfg: &Config, dir: &RunDir) -> anyhow::Result<Vec<(NodeId, FlushEntry)>> {
+    let mut out = Vec::new();
+    for node in (1..=cfg.market.peers).map(NodeId) {
+        let entries = Journal::read(&dir.data_of(node))
+            .with_context(|| format!("cannot read {node}'s journal"))?;
+        out.extend(entries.into_iter().map(|(_, e)| (node, e)));
+    }
+    Ok(out)
 }
 
 fn spawn(exe: &Path, dir: &RunDir, node: NodeId, role: Role) -> anyhow::Result<Launched> {

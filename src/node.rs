@@ -253,6 +253,13 @@ impl AddressBook {
     }
 }
 
+/// The node's monotonic time, from tokio's clock: real time in a real run,
+/// simulated time in the simulation. What node logic hands its pure state
+/// machines, never `std::time::Instant::now()` directly.
+pub fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// How a node runs its blocking storage work.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub enum IoMode {
@@ -289,7 +296,8 @@ pub struct NodeContext {
     pub launched: bool,
     pub transport: Arc<dyn Transport>,
     pub io: IoMode,
-    /// The node's own durable state (the warehouse's ledger).
+    /// The node's own durable state (the warehouse's ledger, a cached
+    /// trader's journal).
     pub data_dir: PathBuf,
     /// Where the node writes its history (`<node>.jsonl`).
     pub history_dir: PathBuf,

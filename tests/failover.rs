@@ -232,7 +232,7 @@ async fn retry_is_answered_from_the_record() {
         live_listener,
         NodeId(3),
         live_ctx.clock.clone(),
-        Arc::new(Trader::new(&live_ctx)),
+        Arc::new(Trader::start(&live_ctx).unwrap()),
         ServeOptions::default(),
         stop_live.clone(),
     ));

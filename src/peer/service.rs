@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::bail;
 use tokio_util::sync::CancellationToken;
@@ -32,16 +32,10 @@ use crate::history::{self, Event};
 use crate::link::{CallError, Link};
 use crate::membership::{Happening, Record};
 use crate::net::{BoxFuture, Listener};
-use crate::node::{Handler, NodeContext, ServeOptions, not_for_role, serve};
+use crate::node::{Handler, NodeContext, ServeOptions, not_for_role, now, serve};
 use crate::trader::Trader;
 use crate::trader::desk::Desk;
 use crate::wire::{Body, NodeId, Refusal};
-
-/// The time to hand the pure state machines: tokio's clock, so that a
-/// simulated run drives them in simulated time.
-fn tokio_now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
 
 /// How many election timeouts a peer waits for a result before giving up.
 const ELECTION_ROUNDS: u32 = 20;
@@ -67,6 +61,9 @@ pub struct Service {
     election: Mutex<Election>,
     /// Control-plane links (election, heartbeats, message 8) to every other peer.
     control: BTreeMap<NodeId, Link>,
+    /// The trader this peer serves as while the trader list names it; a
+    /// cached trader's queue is flushed when the node stops.
+    trader: Arc<Trader>,
     desk: Desk,
 }
 
@@ -80,7 +77,7 @@ impl Handler for PeerHandler {
 }
 
 impl Service {
-    pub fn new(ctx: &NodeContext, stop: CancellationToken) -> Arc<Self> {
+    pub fn new(ctx: &NodeContext, stop: CancellationToken) -> anyhow::Result<Arc<Self>> {
         let peers: Vec<NodeId> = (1..=ctx.config.market.peers).map(NodeId).collect();
         let election = Election::new(
             ctx.me,
@@ -98,19 +95,21 @@ impl Service {
                 (n, link)
             })
             .collect();
-        let desk = Desk::start(Arc::new(Trader::new(ctx)), stop);
-        Arc::new(Self {
+        let trader = Arc::new(Trader::start(ctx)?);
+        let desk = Desk::start(trader.clone(), stop);
+        Ok(Arc::new(Self {
             ctx: ctx.clone(),
             election: Mutex::new(election),
             control,
+            trader,
             desk,
-        })
+        }))
     }
 
     async fn handle(self: &Arc<Self>, from: NodeId, body: Body) -> Option<Body> {
         match body {
             Body::Election { .. } => {
-                let mut outs = self.step(|e| e.on_message(tokio_now(), from, &body));
+                let mut outs = self.step(|e| e.on_message(now(), from, &body));
                 let reply = outs
                     .iter()
                     .position(|o| o.to == from && o.body.reply_id().is_some())
@@ -119,7 +118,7 @@ impl Service {
                 reply
             }
             Body::Elected { .. } => {
-                let outs = self.step(|e| e.on_message(tokio_now(), from, &body));
+                let outs = self.step(|e| e.on_message(now(), from, &body));
                 self.dispatch(outs);
                 None
             }
@@ -180,9 +179,9 @@ impl Service {
                     return;
                 }
                 let more = match link.call(o.body, timeout).await {
-                    Ok(reply) => svc.step(|e| e.on_message(tokio_now(), o.to, &reply)),
+                    Ok(reply) => svc.step(|e| e.on_message(now(), o.to, &reply)),
                     Err(CallError::Timeout { .. }) => Vec::new(),
-                    Err(_) => svc.step(|e| e.on_unreachable(tokio_now(), o.to)),
+                    Err(_) => svc.step(|e| e.on_unreachable(now(), o.to)),
                 };
                 svc.dispatch(more);
             });
@@ -193,7 +192,7 @@ impl Service {
     async fn elect(self: &Arc<Self>, stop: &CancellationToken) -> anyhow::Result<Vec<NodeId>> {
         let timeout = self.ctx.config.election.timeout;
         let tick = (timeout / 10).max(Duration::from_millis(5));
-        let outs = self.step(|e| e.start(tokio_now()));
+        let outs = self.step(|e| e.start(now()));
         self.dispatch(outs);
         // The ticker runs for the node's life: late messages may restart it.
         let svc = self.clone();
@@ -204,11 +203,11 @@ impl Service {
                     _ = tokio::time::sleep(tick) => {}
                     _ = stop_ticks.cancelled() => return,
                 }
-                let outs = svc.step(|e| e.on_tick(tokio_now()));
+                let outs = svc.step(|e| e.on_tick(now()));
                 svc.dispatch(outs);
             }
         });
-        let give_up = tokio_now() + timeout * ELECTION_ROUNDS;
+        let give_up = now() + timeout * ELECTION_ROUNDS;
         loop {
             {
                 let e = self.election.lock().expect("election");
@@ -216,7 +215,7 @@ impl Service {
                     return Ok(r.to_vec());
                 }
             }
-            if tokio_now() > give_up {
+            if now() > give_up {
                 bail!(
                     "{}: no election result after {:?} ([election] timeout = {timeout:?})",
                     self.ctx.me,
@@ -239,22 +238,21 @@ impl Service {
         let mut changes = self.ctx.traders.subscribe();
         let (done_tx, mut done) = tokio::sync::mpsc::channel(256);
         loop {
-            let now = tokio_now();
             let watch = if self.ctx.traders.is_trader() {
                 self.ctx.traders.traders()
             } else {
                 Vec::new()
             };
-            detector.watch(now, &watch);
+            detector.watch(now(), &watch);
             let outs = tokio::select! {
                 _ = stop.cancelled() => return,
                 r = changes.changed() => {
                     if r.is_err() { return; }
                     continue;
                 }
-                _ = tokio::time::sleep(tick) => detector.on_tick(tokio_now()),
+                _ = tokio::time::sleep(tick) => detector.on_tick(now()),
                 Some((to, result)) = done.recv() => {
-                    let now = tokio_now();
+                    let now = now();
                     match result {
                         Ok(reply) => detector.on_message(now, to, &reply),
                         Err(CallError::Timeout { .. }) => Vec::new(),
@@ -346,7 +344,7 @@ pub async fn run(
     stop_all: CancellationToken,
     on_done: impl FnOnce() + Send,
 ) -> anyhow::Result<()> {
-    let svc = Service::new(&ctx, stop_all.clone());
+    let svc = Service::new(&ctx, stop_all.clone())?;
     let server = tokio::spawn(serve(
         listener,
         ctx.me,
@@ -433,5 +431,6 @@ pub async fn run(
     ctx.history.lock().expect("history").flush()?;
     on_done();
     server.await?;
+    svc.trader.stop().await;
     Ok(())
 }

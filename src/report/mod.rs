@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::check::Verdict;
 use crate::config::{Config, Mode, Role};
 use crate::history::{Outcome, Request};
+use crate::warehouse::ledger::{Applied, TraderBook};
 use crate::warehouse::store::Snapshot;
-use crate::wire::{NodeId, Side};
+use crate::wire::{FlushEntry, NodeId, Qty, RequestId, Side};
 
 /// Requests of one kind, by outcome.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -53,9 +54,40 @@ pub struct ProductReport {
     pub sold: u64,
     pub shipped: u64,
     pub refused: u64,
+    pub oversells: u64,
     pub oversold: u64,
+    pub undersells: u64,
+    pub undersold: u64,
     pub final_stock: u64,
     pub conserved: bool,
+}
+
+/// What the warehouse made of one cached trader's flushes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TraderReport {
+    pub trader: NodeId,
+    #[serde(flatten)]
+    pub book: TraderBook,
+}
+
+/// One acknowledged buy the warehouse judged against its trader's cache.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JudgedBuy {
+    pub id: RequestId,
+    /// What the warehouse really shipped.
+    pub shipped: Qty,
+    /// Granted by the trader and not shipped (oversell).
+    pub oversold: Qty,
+    /// Not granted by the trader though the warehouse had it (undersell).
+    pub undersold: Qty,
+}
+
+/// Requests a cached trader acknowledged and left unflushed in its journal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Unflushed {
+    pub trader: NodeId,
+    pub requests: u64,
+    pub ids: Vec<RequestId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,6 +116,24 @@ pub struct Report {
     pub shipped: u64,
     /// Buys the warehouse could not fill after a trader granted them.
     pub oversells: u64,
+    /// Buys a trader refused or cut short while the warehouse had the stock.
+    pub undersells: u64,
+    /// Buy requests the warehouse applied (the rates' denominator).
+    pub buys: u64,
+    /// Oversold buys / all buys.
+    pub oversell_rate: f64,
+    /// Undersold buys / all buys.
+    pub undersell_rate: f64,
+    /// Cached mode: oversells and undersells per trader.
+    pub per_trader: Vec<TraderReport>,
+    /// Cached mode: every acknowledged buy that was oversold, with what it lacked.
+    pub oversold_buys: Vec<JudgedBuy>,
+    /// Cached mode: every buy that was undersold.
+    pub undersold_buys: Vec<JudgedBuy>,
+    /// Cached mode: requests acknowledged but left in a trader's journal
+    /// (a trader that died for good). Never silently dropped.
+    #[serde(default)]
+    pub unflushed: Vec<Unflushed>,
     pub throughput: Throughput,
     pub latency: Latency,
     pub products: Vec<ProductReport>,
@@ -139,12 +189,40 @@ impl Report {
                 sold: b.sold,
                 shipped: b.shipped,
                 refused: b.refused,
+                oversells: b.oversells,
                 oversold: b.oversold,
+                undersells: b.undersells,
+                undersold: b.undersold,
                 final_stock: b.stock,
                 conserved: b.conserved(),
             })
             .collect();
         let shipped = store.books.iter().map(|b| b.shipped).sum();
+        let oversells: u64 = store.books.iter().map(|b| b.oversells).sum();
+        let undersells: u64 = store.books.iter().map(|b| b.undersells).sum();
+        let buys: u64 = store.books.iter().map(|b| b.buys).sum();
+        let rate = |n: u64| {
+            if buys == 0 {
+                0.0
+            } else {
+                n as f64 / buys as f64
+            }
+        };
+        let judged = |pick: fn(&Applied) -> bool| {
+            let mut v: Vec<JudgedBuy> = store
+                .applied
+                .iter()
+                .filter(|(_, a)| a.side == Side::Buy && pick(a))
+                .map(|(id, a)| JudgedBuy {
+                    id: *id,
+                    shipped: a.qty,
+                    oversold: a.oversold,
+                    undersold: a.undersold,
+                })
+                .collect();
+            v.sort_by_key(|j| j.id);
+            v
+        };
         let secs = trading.as_secs_f64().max(1e-9);
         let answered = counts.buy.ok + counts.buy.refused + counts.sell.ok + counts.sell.refused;
         Report {
@@ -159,7 +237,22 @@ impl Report {
             sellers: with(Role::Seller),
             requests: counts,
             shipped,
-            oversells: store.books.iter().map(|b| b.oversells).sum(),
+            oversells,
+            undersells,
+            buys,
+            oversell_rate: rate(oversells),
+            undersell_rate: rate(undersells),
+            per_trader: store
+                .traders
+                .iter()
+                .map(|(t, b)| TraderReport {
+                    trader: *t,
+                    book: *b,
+                })
+                .collect(),
+            oversold_buys: judged(|a| a.oversold.0 > 0),
+            undersold_buys: judged(|a| a.undersold.0 > 0),
+            unflushed: Vec::new(),
             throughput: Throughput {
                 requests_per_s: answered as f64 / secs,
                 shipped_per_s: shipped as f64 / secs,
@@ -175,6 +268,24 @@ impl Report {
             checks,
             failover: Default::default(),
         }
+    }
+
+    /// Adds what cached traders left unflushed in their journals.
+    pub fn with_unflushed(mut self, unflushed: &[(NodeId, FlushEntry)]) -> Report {
+        for (trader, e) in unflushed {
+            match self.unflushed.iter_mut().find(|u| u.trader == *trader) {
+                Some(u) => {
+                    u.requests += 1;
+                    u.ids.push(e.order.id);
+                }
+                None => self.unflushed.push(Unflushed {
+                    trader: *trader,
+                    requests: 1,
+                    ids: vec![e.order.id],
+                }),
+            }
+        }
+        self
     }
 
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {

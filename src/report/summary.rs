@@ -41,6 +41,35 @@ impl Report {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
+            "  oversells   {} of {} buys ({:.1}%); undersells {} ({:.1}%)",
+            self.oversells,
+            self.buys,
+            100.0 * self.oversell_rate,
+            self.undersells,
+            100.0 * self.undersell_rate
+        );
+        for t in &self.per_trader {
+            let _ = writeln!(
+                s,
+                "  trader {:<4} {} flushed, {} buys: {} oversells ({} items), {} undersells ({} items)",
+                t.trader.0,
+                t.book.flushed,
+                t.book.buys,
+                t.book.oversells,
+                t.book.oversold,
+                t.book.undersells,
+                t.book.undersold
+            );
+        }
+        for u in &self.unflushed {
+            let _ = writeln!(
+                s,
+                "  UNFLUSHED   {} acknowledged requests left in {}'s journal (it never flushed them)",
+                u.requests, u.trader
+            );
+        }
+        let _ = writeln!(
+            s,
             "  requests    buy {} ok, {} refused, {} failed; sell {} ok, {} refused, {} failed",
             r.buy.ok, r.buy.refused, r.buy.failed, r.sell.ok, r.sell.refused, r.sell.failed
         );

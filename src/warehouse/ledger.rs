@@ -1,10 +1,13 @@
-//! The warehouse's books: stock and counters per product, and what applying a
-//! buy or a sell does to them. Pure: no I/O, no time; [`super::store`] makes it
-//! durable and the service in [`super`] feeds it.
+//! The warehouse's books: stock and counters per product (and per trader, for
+//! cache flushes), and what applying a buy, a sell or a flushed request does to
+//! them. Pure: no I/O, no time; [`super::store`] makes it durable and the
+//! service in [`super`] feeds it.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{Order, Qty, Side};
+use crate::wire::{FlushEntry, NodeId, Order, Qty, Side};
 
 /// One product's stock and everything that moved it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +28,13 @@ pub struct ProductBook {
     pub oversold: u64,
     /// Buys that were oversold (the document's "Oversell N times!").
     pub oversells: u64,
+    /// Buy requests applied (the denominator of the oversell and undersell rates).
+    pub buys: u64,
+    /// Flushed buys a trader refused or cut short while the warehouse, at that
+    /// point of the Lamport order, had the stock (cached mode).
+    pub undersells: u64,
+    /// Items those buys could have had and did not get.
+    pub undersold: u64,
 }
 
 impl ProductBook {
@@ -42,25 +52,111 @@ impl ProductBook {
     }
 }
 
-/// What one applied request came to: for a buy the items granted, for a sell
-/// the items deposited. Kept per request id so a retry gets the same answer.
+/// What one applied request came to: for a buy the items shipped, for a sell
+/// the items deposited. Kept per request id so a retry gets the same answer,
+/// and so the report can name every oversold and undersold buy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     pub side: Side,
     pub qty: Qty,
+    /// Items a trader granted from its cache that the warehouse could not ship.
+    pub oversold: Qty,
+    /// Items a trader refused from its cache that the warehouse had.
+    pub undersold: Qty,
 }
 
-/// The books of every product, indexed by product id.
+impl Applied {
+    /// A strong-mode result: no trader's cache was involved.
+    pub fn plain(side: Side, qty: Qty) -> Self {
+        Self {
+            side,
+            qty,
+            oversold: Qty(0),
+            undersold: Qty(0),
+        }
+    }
+
+    /// What the trader told its client: shipped plus oversold.
+    pub fn acknowledged(&self) -> Qty {
+        Qty(self.qty.0.saturating_add(self.oversold.0))
+    }
+}
+
+/// What the warehouse made of one trader's flushes (cached mode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraderBook {
+    /// Flushed requests applied (replays of a repeated flush not counted).
+    pub flushed: u64,
+    /// Flushed buys among them.
+    pub buys: u64,
+    pub oversells: u64,
+    pub oversold: u64,
+    pub undersells: u64,
+    pub undersold: u64,
+}
+
+/// The books of every product, indexed by product id, and of every trader
+/// that flushed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ledger {
     pub books: Vec<ProductBook>,
+    pub traders: BTreeMap<NodeId, TraderBook>,
 }
 
 impl Ledger {
     pub fn new(initial: &[u64]) -> Self {
         Self {
             books: initial.iter().map(|&s| ProductBook::new(s)).collect(),
+            traders: BTreeMap::new(),
         }
+    }
+
+    /// Applies one validated request of `trader`'s flush, at its place in the
+    /// Lamport order. A buy ships what the trader granted if the stock allows;
+    /// what it cannot ship is an oversell. A buy granted less than it asked
+    /// while the stock had more is an undersell. A sell adds everything.
+    pub fn apply_flushed(&mut self, trader: NodeId, entry: &FlushEntry) -> Applied {
+        let book = &mut self.books[entry.order.product.0 as usize];
+        let tb = self.traders.entry(trader).or_default();
+        tb.flushed += 1;
+        let applied = match entry.side {
+            Side::Sell => {
+                let qty = u64::from(entry.order.qty.0);
+                book.stock += qty;
+                book.sold += qty;
+                Applied::plain(Side::Sell, entry.order.qty)
+            }
+            Side::Buy => {
+                let (asked, granted) = (u64::from(entry.order.qty.0), u64::from(entry.granted.0));
+                let shipped = granted.min(book.stock);
+                let oversold = granted - shipped;
+                let undersold = asked.min(book.stock).saturating_sub(granted);
+                book.stock -= shipped;
+                book.shipped += shipped;
+                book.buys += 1;
+                tb.buys += 1;
+                if oversold > 0 {
+                    book.oversells += 1;
+                    book.oversold += oversold;
+                    tb.oversells += 1;
+                    tb.oversold += oversold;
+                }
+                if undersold > 0 {
+                    book.undersells += 1;
+                    book.undersold += undersold;
+                    tb.undersells += 1;
+                    tb.undersold += undersold;
+                }
+                Applied {
+                    side: Side::Buy,
+                    qty: Qty(shipped as u32),
+                    oversold: Qty(oversold as u32),
+                    undersold: Qty(undersold as u32),
+                }
+            }
+        };
+        debug_assert!(book.conserved(), "conservation broken: {book:?}");
+        applied
     }
 
     /// Applies a validated order. A buy ships `min(asked, stock)` and never takes
@@ -74,6 +170,7 @@ impl Ledger {
                 book.stock -= shipped;
                 book.shipped += shipped;
                 book.refused += asked - shipped;
+                book.buys += 1;
                 shipped
             }
             Side::Sell => {
@@ -83,10 +180,7 @@ impl Ledger {
             }
         };
         debug_assert!(book.conserved(), "conservation broken: {book:?}");
-        Applied {
-            side,
-            qty: Qty(qty as u32),
-        }
+        Applied::plain(side, Qty(qty as u32))
     }
 
     /// Stock per product, as a lookup (message 4) returns it.
@@ -117,6 +211,54 @@ mod tests {
         let b = l.books[0];
         assert_eq!((b.stock, b.shipped, b.refused, b.oversold), (0, 3, 3, 0));
         assert!(b.conserved());
+    }
+
+    fn flushed(side: Side, qty: u32, granted: u32) -> FlushEntry {
+        FlushEntry {
+            order: order(qty),
+            side,
+            clock: crate::clock::Lamport(1),
+            granted: Qty(granted),
+        }
+    }
+
+    #[test]
+    fn a_flushed_buy_the_stock_cannot_fill_is_an_oversell() {
+        let mut l = Ledger::new(&[3]);
+        let t = NodeId(6);
+        let a = l.apply_flushed(t, &flushed(Side::Buy, 5, 5));
+        assert_eq!((a.qty, a.oversold, a.undersold), (Qty(3), Qty(2), Qty(0)));
+        assert_eq!(a.acknowledged(), Qty(5));
+        let b = l.books[0];
+        assert_eq!((b.stock, b.shipped, b.oversells, b.oversold), (0, 3, 1, 2));
+        assert!(b.conserved());
+        let tb = l.traders[&t];
+        assert_eq!(
+            (tb.flushed, tb.buys, tb.oversells, tb.oversold),
+            (1, 1, 1, 2)
+        );
+    }
+
+    #[test]
+    fn a_flushed_buy_cut_short_while_stock_was_there_is_an_undersell() {
+        let mut l = Ledger::new(&[4]);
+        let t = NodeId(5);
+        // Asked 5, the trader's cache granted 1, the warehouse had 4.
+        let a = l.apply_flushed(t, &flushed(Side::Buy, 5, 1));
+        assert_eq!((a.qty, a.oversold, a.undersold), (Qty(1), Qty(0), Qty(3)));
+        // Refused outright (granted 0) with 3 left: undersold 3.
+        let a = l.apply_flushed(t, &flushed(Side::Buy, 5, 0));
+        assert_eq!((a.qty, a.undersold), (Qty(0), Qty(3)));
+        // Refused with nothing left: neither.
+        l.apply_flushed(t, &flushed(Side::Buy, 3, 3));
+        let a = l.apply_flushed(t, &flushed(Side::Buy, 2, 0));
+        assert_eq!((a.qty, a.oversold, a.undersold), (Qty(0), Qty(0), Qty(0)));
+        let b = l.books[0];
+        assert_eq!((b.buys, b.undersells, b.undersold), (4, 2, 6));
+        assert!(b.conserved());
+        // A flushed sell adds everything.
+        l.apply_flushed(t, &flushed(Side::Sell, 5, 5));
+        assert_eq!(l.books[0].stock, 5);
     }
 
     #[test]

@@ -1,14 +1,16 @@
-//! The warehouse: the single source of truth for stock (messages 2, 3, 4; 9
-//! comes with the cached mode).
+//! The warehouse: the single source of truth for stock (messages 2, 3, 4, 9).
 //!
 //! Requests are checked at the door (unknown product, zero or huge quantity are
 //! refused and never reach the books), then handed to one ledger thread that
 //! owns the books and the store. It takes every request waiting, applies them
-//! in arrival order in one transaction (group commit), commits, and only then
-//! answers: an acknowledged change is on disk. A retried request id is
+//! in one transaction (group commit), commits, and only then answers: an
+//! acknowledged change is on disk. Direct buys and sells (messages 2, 3) are
+//! applied in arrival order; then the requests of every cache flush (message 9)
+//! in the batch, merged in Lamport order ([`flush`]). A retried request id is
 //! answered with its first result, never applied again; a late duplicate older
 //! than its client's last request is refused as stale (see [`store`]).
 
+pub mod flush;
 pub mod ledger;
 pub mod store;
 
@@ -16,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::net::BoxFuture;
 use crate::node::{Handler, IoMode, NodeContext, not_for_role};
-use crate::wire::{Body, NodeId, Order, Refusal, RequestId, Side};
+use crate::wire::{Body, FlushEntry, NodeId, Order, Refusal, RequestId, Side};
 use ledger::Ledger;
 use store::{Change, Outcome, Store};
 
@@ -29,6 +31,12 @@ const MAX_BATCH: usize = 512;
 enum Job {
     Change(Change, oneshot::Sender<Body>),
     Lookup(RequestId, oneshot::Sender<Body>),
+    Flush {
+        id: RequestId,
+        trader: NodeId,
+        entries: Vec<FlushEntry>,
+        reply: oneshot::Sender<Body>,
+    },
 }
 
 /// The warehouse's message handler.
@@ -113,8 +121,28 @@ impl Warehouse {
                 reason,
             };
         }
-        self.submit(|tx| Job::Change(Change { side, order }, tx), order.id)
-            .await
+        self.submit(
+            |tx| Job::Change(Change::Direct { side, order }, tx),
+            order.id,
+        )
+        .await
+    }
+
+    async fn flush(&self, id: RequestId, trader: NodeId, entries: Vec<FlushEntry>) -> Body {
+        if let Err(reason) = flush::validate(&entries, self.products) {
+            tracing::warn!(%trader, %id, "{reason}");
+            return Body::Refused { id, reason };
+        }
+        self.submit(
+            |reply| Job::Flush {
+                id,
+                trader,
+                entries,
+                reply,
+            },
+            id,
+        )
+        .await
     }
 }
 
@@ -125,6 +153,7 @@ impl Handler for Warehouse {
                 Body::WarehouseBuy(order) => Some(self.change(Side::Buy, order).await),
                 Body::WarehouseSell(order) => Some(self.change(Side::Sell, order).await),
                 Body::Lookup { id } => Some(self.submit(|tx| Job::Lookup(id, tx), id).await),
+                Body::Flush { id, entries } => Some(self.flush(id, from, entries).await),
                 other => not_for_role("warehouse", from, &other),
             }
         })
@@ -156,25 +185,43 @@ impl Books {
                 Err(_) => break,
             }
         }
-        let changes: Vec<Change> = batch
+        // Direct requests in arrival order, then every flush of the batch
+        // merged in Lamport order; all in one transaction.
+        let mut changes: Vec<Change> = batch
             .iter()
             .filter_map(|j| match j {
                 Job::Change(c, _) => Some(*c),
-                Job::Lookup(..) => None,
+                _ => None,
             })
             .collect();
+        let direct = changes.len();
+        let flushes: Vec<(NodeId, Vec<FlushEntry>)> = batch
+            .iter_mut()
+            .filter_map(|j| match j {
+                Job::Flush {
+                    trader, entries, ..
+                } => Some((*trader, std::mem::take(entries))),
+                _ => None,
+            })
+            .collect();
+        changes.extend(
+            flush::lamport_order(flushes)
+                .into_iter()
+                .map(|(trader, entry)| Change::Flushed { trader, entry }),
+        );
         let before = ledger.clone();
         let outcomes = if changes.is_empty() {
             Ok(Vec::new())
         } else {
             store.apply(ledger, &changes)
         };
+        let committed = outcomes.is_ok();
         let mut outcomes = match outcomes {
-            Ok(o) => o.into_iter(),
+            Ok(o) => o.into_iter().take(direct),
             Err(e) => {
                 tracing::error!("commit failed, {} changes refused: {e}", changes.len());
                 *ledger = before;
-                Vec::new().into_iter()
+                Vec::new().into_iter().take(0)
             }
         };
         let stock = ledger.stock();
@@ -186,8 +233,23 @@ impl Books {
                         stock: stock.clone(),
                     });
                 }
+                Job::Flush { id, reply, .. } => {
+                    let _ = reply.send(if committed {
+                        Body::Flushed {
+                            id,
+                            stock: stock.clone(),
+                        }
+                    } else {
+                        Body::Refused {
+                            id,
+                            reason: Refusal::StorageFailed {
+                                reason: "commit failed; nothing of the flush was applied".into(),
+                            },
+                        }
+                    });
+                }
                 Job::Change(c, tx) => {
-                    let id = c.order.id;
+                    let id = c.order().id;
                     let reply = match outcomes.next() {
                         Some(Outcome::Stale { last }) => Body::Refused {
                             id,

@@ -1,23 +1,24 @@
 //! The warehouse's durable ledger, in redb under the node's data directory.
 //!
-//! Three tables, written in the same transaction as the change they record:
+//! Four tables, written in the same transaction as the change they record:
 //! - `books`: stock and counters per product;
-//! - `clients`: per client node, the last request applied for it and what it
-//!   came to: the dedupe state (see below);
-//! - `applied`: every applied request id and what it came to: the run's audit
-//!   trail, which the checker holds against every client's history. It is
-//!   written, never read on the request path.
+//! - `clients`: per client node, the last request applied for it directly
+//!   (strong mode) and what it came to: the dedupe state (see below);
+//! - `applied`: every applied request id and what it came to (with its
+//!   oversold and undersold quantities): the run's audit trail, which the
+//!   checker holds against every client's history;
+//! - `traders`: per trader, what its cache flushes came to (cached mode).
 //!
 //! A batch of requests is applied in one write transaction and committed with
 //! redb's default durability (fsync), before any of them is answered: whatever
 //! was acknowledged survives a crash.
 //!
 //! ## Exactly once, in bounded state
-//! A client (buyer or seller) numbers its requests 1, 2, 3, … and has at most
-//! one in flight: it sends request `n + 1` only once `n` is settled (answered,
-//! or given up at its deadline). A retry of `n` (failover to another trader)
-//! keeps `n`. So the warehouse needs, per client, only the last applied `seq`
-//! and its result:
+//! *Strong mode.* A client (buyer or seller) numbers its requests 1, 2, 3, …
+//! and has at most one in flight: it sends request `n + 1` only once `n` is
+//! settled (answered, or given up at its deadline). A retry of `n` (failover to
+//! another trader) keeps `n`. So the warehouse needs, per client, only the last
+//! applied `seq` and its result:
 //! - `seq > last`: new; applied, and becomes the client's `last`;
 //! - `seq == last`: a retry; answered with the recorded result, not applied;
 //! - `seq < last`: a late duplicate (say from a trader that died holding it);
@@ -26,13 +27,17 @@
 //!   before, applying it again would be the double apply; if it never was, its
 //!   client recorded it as failed ("may or may not have been applied").
 //!
-//! The dedupe state is one row per client: memory and disk bounded by the
-//! number of peers, not of requests. Lookups never touch the `applied` audit
-//! table, whose inserts go to the rightmost page of each client's key range, so
-//! redb's working set stays small too. The rule relies on "ack after apply"
-//! (strong mode): a cached trader's flush (message 9) carries entries that may
-//! reach the warehouse out of each client's order and must be deduped by flush
-//! id, not through [`Store::apply`]'s high-water rule.
+//! That state is one row per client: bounded by the number of peers, not of
+//! requests; the strong path never reads the `applied` audit table.
+//!
+//! *Cached mode.* A trader acknowledges from its cache and flushes later, so
+//! one client's requests reach the warehouse out of order (request 6 through
+//! trader B's flush before request 5 through trader A's): the high-water rule
+//! would refuse an acknowledged request. Flushed entries are deduped by their
+//! own id in the `applied` table instead. That table lives on disk (a B-tree
+//! lookup per entry; memory is redb's bounded page cache, not a set of ids).
+//! It catches a retried flush, a journal re-flushed in other batches after a
+//! trader's restart, and a retry of the same request through another trader.
 //!
 //! redb 2.6 is used on purpose: it is the version checked on this machine
 //! (shared/STACK.md), its file format is stable, and nothing we need is newer.
@@ -41,24 +46,27 @@ use std::path::Path;
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::ledger::{Applied, Ledger, ProductBook};
-use crate::wire::{NodeId, Order, Qty, RequestId, Side};
+use super::ledger::{Applied, Ledger, ProductBook, TraderBook};
+use crate::wire::{FlushEntry, NodeId, Order, Qty, RequestId, Side};
 
-/// Books per product id: `[initial, stock, sold, shipped, refused, oversold, oversells]`.
-const BOOKS: TableDefinition<u32, [u64; 7]> = TableDefinition::new("books");
-/// Applied requests: `(node, seq)` → `(side, qty)`, side 0 = buy, 1 = sell.
-/// The audit trail; never read on the request path.
-const APPLIED: TableDefinition<(u32, u64), (u8, u32)> = TableDefinition::new("applied");
-/// Per client node: `(last applied seq, side, qty)`, the dedupe state.
+/// Books per product id: `[initial, stock, sold, shipped, refused, oversold,
+/// oversells, buys, undersells, undersold]`.
+const BOOKS: TableDefinition<u32, [u64; 10]> = TableDefinition::new("books");
+/// Applied requests: `(node, seq)` → `(side, qty, oversold, undersold)`, side
+/// 0 = buy, 1 = sell.
+const APPLIED: TableDefinition<(u32, u64), (u8, u32, u32, u32)> = TableDefinition::new("applied");
+/// Per client node: `(last directly applied seq, side, qty)`, the dedupe state.
 const CLIENTS: TableDefinition<u32, (u64, u8, u32)> = TableDefinition::new("clients");
+/// Per trader id: `[flushed, buys, oversells, oversold, undersells, undersold]`.
+const TRADERS: TableDefinition<u32, [u64; 6]> = TableDefinition::new("traders");
 
 /// The file under a warehouse's data directory that holds its ledger.
 pub const LEDGER_FILE: &str = "warehouse.redb";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Boxed: redb's error is large, and this one travels through every result.
     #[error("warehouse store: {0}")]
-    /// Boxed: redb's error is large, and every store call returns this.
     Redb(Box<redb::Error>),
     #[error(
         "warehouse store {path} holds {stored} products but the config has {configured} (use a fresh data directory)"
@@ -79,11 +87,22 @@ fn redb_err(e: impl Into<redb::Error>) -> StoreError {
     StoreError::Redb(Box::new(e.into()))
 }
 
-/// A request for the ledger: a buy or sell to apply once.
+/// A request for the ledger, to apply once.
 #[derive(Clone, Copy, Debug)]
-pub struct Change {
-    pub side: Side,
-    pub order: Order,
+pub enum Change {
+    /// A buy or sell a trader forwarded (messages 2 and 3, strong mode).
+    Direct { side: Side, order: Order },
+    /// A request from a trader's cache flush (message 9), in Lamport order.
+    Flushed { trader: NodeId, entry: FlushEntry },
+}
+
+impl Change {
+    pub fn order(&self) -> &Order {
+        match self {
+            Change::Direct { order, .. } => order,
+            Change::Flushed { entry, .. } => &entry.order,
+        }
+    }
 }
 
 /// What a batch did for one change: applied now, found already applied (a
@@ -107,10 +126,12 @@ impl Outcome {
 }
 
 /// Everything the store holds, read back for reports and checks.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub books: Vec<ProductBook>,
     pub applied: Vec<(RequestId, Applied)>,
+    /// What each trader's flushes came to (cached mode; empty in strong mode).
+    pub traders: Vec<(NodeId, TraderBook)>,
 }
 
 pub struct Store {
@@ -139,6 +160,7 @@ impl Store {
                 }
                 txn.open_table(APPLIED).map_err(redb_err)?;
                 txn.open_table(CLIENTS).map_err(redb_err)?;
+                txn.open_table(TRADERS).map_err(redb_err)?;
             }
             txn.commit().map_err(redb_err)?;
         } else if books.len() != initial.len() {
@@ -148,13 +170,14 @@ impl Store {
                 configured: initial.len(),
             });
         }
-        Ok((store, Ledger { books }))
+        let traders = store.read_traders()?.into_iter().collect();
+        Ok((store, Ledger { books, traders }))
     }
 
-    /// Applies `changes` to `ledger` in one transaction, replaying any whose
-    /// request id is its client's last applied and refusing any older one (see
-    /// the module docs). On error nothing was committed and the caller must
-    /// discard `ledger`'s changes.
+    /// Applies `changes` to `ledger` in one transaction: a direct request by
+    /// its client's high-water mark, a flushed one by its id (see the module
+    /// docs); a repeat is answered from the record, a stale one refused. On
+    /// error nothing was committed and the caller must discard `ledger`'s changes.
     pub fn apply(
         &self,
         ledger: &mut Ledger,
@@ -166,32 +189,59 @@ impl Store {
             let mut applied = txn.open_table(APPLIED).map_err(redb_err)?;
             let mut clients = txn.open_table(CLIENTS).map_err(redb_err)?;
             let mut touched = vec![false; ledger.books.len()];
+            let mut traders_touched = Vec::new();
             for c in changes {
-                let RequestId { node, seq } = c.order.id;
-                let last = clients.get(node.0).map_err(redb_err)?.map(|v| v.value());
-                if let Some((last, side, qty)) = last {
-                    if seq == last {
-                        outcomes.push(Outcome::Replayed(from_applied_row((side, qty))));
-                        continue;
+                let order = c.order();
+                let RequestId { node, seq } = order.id;
+                let a = match c {
+                    Change::Direct { side, order } => {
+                        let last = clients.get(node.0).map_err(redb_err)?.map(|v| v.value());
+                        match last {
+                            Some((last, side, qty)) if seq == last => {
+                                let (side, qty) = from_client_row(side, qty);
+                                outcomes.push(Outcome::Replayed(Applied::plain(side, qty)));
+                                continue;
+                            }
+                            Some((last, ..)) if seq < last => {
+                                let last = RequestId { node, seq: last };
+                                outcomes.push(Outcome::Stale { last });
+                                continue;
+                            }
+                            _ => {}
+                        }
+                        let a = ledger.apply(*side, order);
+                        let row = to_applied_row(a);
+                        clients
+                            .insert(node.0, (seq, row.0, row.1))
+                            .map_err(redb_err)?;
+                        a
                     }
-                    if seq < last {
-                        let last = RequestId { node, seq: last };
-                        outcomes.push(Outcome::Stale { last });
-                        continue;
+                    Change::Flushed { trader, entry } => {
+                        let before = applied.get((node.0, seq)).map_err(redb_err)?;
+                        if let Some(row) = before.map(|v| v.value()) {
+                            outcomes.push(Outcome::Replayed(from_applied_row(row)));
+                            continue;
+                        }
+                        traders_touched.push(*trader);
+                        ledger.apply_flushed(*trader, entry)
                     }
-                }
-                let a = ledger.apply(c.side, &c.order);
-                let row = to_applied_row(a);
-                clients
-                    .insert(node.0, (seq, row.0, row.1))
+                };
+                applied
+                    .insert((node.0, seq), to_applied_row(a))
                     .map_err(redb_err)?;
-                applied.insert((node.0, seq), row).map_err(redb_err)?;
-                touched[c.order.product.0 as usize] = true;
+                touched[order.product.0 as usize] = true;
                 outcomes.push(Outcome::Applied(a));
             }
             let mut books = txn.open_table(BOOKS).map_err(redb_err)?;
             for (i, b) in ledger.books.iter().enumerate().filter(|(i, _)| touched[*i]) {
                 books.insert(i as u32, to_row(b)).map_err(redb_err)?;
+            }
+            traders_touched.sort_unstable();
+            traders_touched.dedup();
+            let mut traders = txn.open_table(TRADERS).map_err(redb_err)?;
+            for t in traders_touched {
+                let tb = ledger.traders.get(&t).copied().unwrap_or_default();
+                traders.insert(t.0, trader_row(&tb)).map_err(redb_err)?;
             }
         }
         txn.commit().map_err(redb_err)?;
@@ -211,12 +261,29 @@ impl Store {
             .collect()
     }
 
+    fn read_traders(&self) -> Result<Vec<(NodeId, TraderBook)>, StoreError> {
+        let txn = self.db.begin_read().map_err(redb_err)?;
+        let t = match txn.open_table(TRADERS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(redb_err(e)),
+        };
+        t.iter()
+            .map_err(redb_err)?
+            .map(|r| {
+                r.map(|(k, v)| (NodeId(k.value()), from_trader_row(v.value())))
+                    .map_err(redb_err)
+            })
+            .collect()
+    }
+
     /// Reads the whole store of a warehouse data directory (the warehouse must
     /// have stopped: redb allows one process at a time).
     pub fn snapshot(dir: &Path) -> Result<Snapshot, StoreError> {
         let db = Database::open(dir.join(LEDGER_FILE)).map_err(redb_err)?;
         let store = Store { db };
         let books = store.read_books()?;
+        let traders = store.read_traders()?;
         let txn = store.db.begin_read().map_err(redb_err)?;
         let t = txn.open_table(APPLIED).map_err(redb_err)?;
         let mut applied = Vec::with_capacity(t.len().map_err(redb_err)? as usize);
@@ -231,11 +298,15 @@ impl Store {
                 from_applied_row(v.value()),
             ));
         }
-        Ok(Snapshot { books, applied })
+        Ok(Snapshot {
+            books,
+            applied,
+            traders,
+        })
     }
 }
 
-fn to_row(b: &ProductBook) -> [u64; 7] {
+fn to_row(b: &ProductBook) -> [u64; 10] {
     [
         b.initial,
         b.stock,
@@ -244,11 +315,25 @@ fn to_row(b: &ProductBook) -> [u64; 7] {
         b.refused,
         b.oversold,
         b.oversells,
+        b.buys,
+        b.undersells,
+        b.undersold,
     ]
 }
 
-fn from_row(r: [u64; 7]) -> ProductBook {
-    let [initial, stock, sold, shipped, refused, oversold, oversells] = r;
+fn from_row(r: [u64; 10]) -> ProductBook {
+    let [
+        initial,
+        stock,
+        sold,
+        shipped,
+        refused,
+        oversold,
+        oversells,
+        buys,
+        undersells,
+        undersold,
+    ] = r;
     ProductBook {
         initial,
         stock,
@@ -257,21 +342,53 @@ fn from_row(r: [u64; 7]) -> ProductBook {
         refused,
         oversold,
         oversells,
+        buys,
+        undersells,
+        undersold,
     }
 }
 
-fn to_applied_row(a: Applied) -> (u8, u32) {
+fn trader_row(t: &TraderBook) -> [u64; 6] {
+    [
+        t.flushed,
+        t.buys,
+        t.oversells,
+        t.oversold,
+        t.undersells,
+        t.undersold,
+    ]
+}
+
+fn from_trader_row(r: [u64; 6]) -> TraderBook {
+    let [flushed, buys, oversells, oversold, undersells, undersold] = r;
+    TraderBook {
+        flushed,
+        buys,
+        oversells,
+        oversold,
+        undersells,
+        undersold,
+    }
+}
+
+fn from_client_row(side: u8, qty: u32) -> (Side, Qty) {
+    (if side == 0 { Side::Buy } else { Side::Sell }, Qty(qty))
+}
+
+fn to_applied_row(a: Applied) -> (u8, u32, u32, u32) {
     let side = match a.side {
         Side::Buy => 0,
         Side::Sell => 1,
     };
-    (side, a.qty.0)
+    (side, a.qty.0, a.oversold.0, a.undersold.0)
 }
 
-fn from_applied_row((side, qty): (u8, u32)) -> Applied {
+fn from_applied_row((side, qty, oversold, undersold): (u8, u32, u32, u32)) -> Applied {
     Applied {
         side: if side == 0 { Side::Buy } else { Side::Sell },
         qty: Qty(qty),
+        oversold: Qty(oversold),
+        undersold: Qty(undersold),
     }
 }
 
@@ -281,7 +398,7 @@ mod tests {
     use crate::wire::ProductId;
 
     fn change(side: Side, seq: u64, qty: u32) -> Change {
-        Change {
+        Change::Direct {
             side,
             order: Order {
                 id: RequestId {
@@ -292,6 +409,54 @@ mod tests {
                 qty: Qty(qty),
             },
         }
+    }
+
+    fn flushed(trader: u32, seq: u64, side: Side, qty: u32, granted: u32) -> Change {
+        let Change::Direct { order, .. } = change(side, seq, qty) else {
+            unreachable!()
+        };
+        Change::Flushed {
+            trader: NodeId(trader),
+            entry: FlushEntry {
+                order,
+                side,
+                clock: crate::clock::Lamport(seq),
+                granted: Qty(granted),
+            },
+        }
+    }
+
+    #[test]
+    fn a_repeated_flush_is_replayed_and_oversells_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut ledger) = Store::open(dir.path(), &[4]).unwrap();
+        let flush = [
+            flushed(6, 1, Side::Buy, 3, 3),
+            flushed(6, 2, Side::Buy, 3, 3),
+            flushed(6, 3, Side::Sell, 5, 5),
+        ];
+        let first = store.apply(&mut ledger, &flush).unwrap();
+        assert!(first.iter().all(|o| matches!(o, Outcome::Applied(_))));
+        assert_eq!(first[1].applied().unwrap().oversold, Qty(2));
+        // The same flush again (its reply was lost), cut into another batch
+        // with a new request: only the new one is applied.
+        let again = store
+            .apply(
+                &mut ledger,
+                &[flush[1], flush[0], flushed(6, 4, Side::Buy, 1, 1)],
+            )
+            .unwrap();
+        assert_eq!(again[0], Outcome::Replayed(first[1].applied().unwrap()));
+        assert!(matches!(again[2], Outcome::Applied(_)));
+        let b = ledger.books[0];
+        assert_eq!((b.stock, b.shipped, b.oversells, b.oversold), (4, 5, 1, 2));
+        assert_eq!(ledger.traders[&NodeId(6)].flushed, 4);
+        drop(store);
+        let snap = Store::snapshot(dir.path()).unwrap();
+        assert_eq!(snap.traders, vec![(NodeId(6), ledger.traders[&NodeId(6)])]);
+        assert_eq!(snap.books, ledger.books);
+        let (_, reopened) = Store::open(dir.path(), &[4]).unwrap();
+        assert_eq!(reopened, ledger);
     }
 
     #[test]
@@ -368,7 +533,9 @@ mod tests {
         assert_eq!(ledger.books[0].stock, 8);
         // Other clients are independent.
         let mut other = change(Side::Sell, 1, 5);
-        other.order.id.node = NodeId(2);
+        if let Change::Direct { order, .. } = &mut other {
+            order.id.node = NodeId(2);
+        }
         assert!(matches!(
             store.apply(&mut ledger, &[other]).unwrap()[0],
             Outcome::Applied(_)

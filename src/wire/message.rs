@@ -128,6 +128,11 @@ pub enum Side {
 }
 
 /// One request in a cache flush (message 9): what the trader did, and when.
+///
+/// Every buy the trader answered is sent, also those it refused or cut short
+/// (`granted < qty`), so that the warehouse can judge each one in Lamport
+/// order: an oversell if it cannot ship `granted`, an undersell if it could
+/// have shipped more than `granted`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlushEntry {
     pub order: Order,
@@ -136,6 +141,23 @@ pub struct FlushEntry {
     pub clock: Lamport,
     /// What the trader granted from its cache (buys; equal to `qty` for sells).
     pub granted: Qty,
+}
+
+impl FlushEntry {
+    /// Checks the entry as the warehouse receives it: a valid order, and a buy
+    /// granted no more than it asked.
+    pub fn validate(&self, products: usize) -> Result<(), Refusal> {
+        self.order.validate(products)?;
+        if self.granted > self.order.qty {
+            return Err(Refusal::BadFlush {
+                reason: format!(
+                    "{} was granted {} but asked for {}",
+                    self.order.id, self.granted, self.order.qty
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Why a request was not carried out. Sent back instead of the normal reply.
@@ -167,6 +189,10 @@ pub enum Refusal {
     /// The trader's worker is not serving (the node is shutting down).
     #[error("the trader is not serving")]
     TraderUnavailable,
+    #[error("bad cache flush: {reason}")]
+    BadFlush { reason: String },
+    #[error("the trader is busy: {reason}")]
+    Busy { reason: String },
 }
 
 impl Refusal {
@@ -221,8 +247,9 @@ pub enum Body {
     Stock { id: RequestId, stock: Vec<u64> },
     /// Reply to message 7.
     HeartbeatAck { id: RequestId },
-    /// Reply to message 9.
-    Flushed { id: RequestId },
+    /// Reply to message 9: the flush is applied; the stock after it, per
+    /// product, so the trader can refresh its cache without a lookup.
+    Flushed { id: RequestId, stock: Vec<u64> },
     /// Reply to any request that was not carried out.
     Refused { id: RequestId, reason: Refusal },
 }
@@ -250,7 +277,7 @@ impl Body {
             | Body::Deposited { id }
             | Body::Stock { id, .. }
             | Body::HeartbeatAck { id }
-            | Body::Flushed { id }
+            | Body::Flushed { id, .. }
             | Body::Refused { id, .. } => Some(*id),
             _ => None,
         }
