@@ -94,7 +94,7 @@ mod tests {
     #[test]
     fn clocks_compare_as_numbers_not_strings() {
         // The document's program sorted "10" before "9".
-        let mut stamps = vec![(Lamport(10), NodeId(1)), (Lamport(9), NodeId(2))];
+        let mut stamps = [(Lamport(10), NodeId(1)), (Lamport(9), NodeId(2))];
         stamps.sort();
         assert_eq!(stamps[0].0, Lamport(9));
     }

@@ -9,6 +9,9 @@
 //! redb 2.6 is used on purpose: it is the version checked on this machine
 //! (shared/STACK.md), its file format is stable, and nothing we need is newer.
 
+// redb::Error is 160 bytes; these results are on the ledger's cold error path.
+#![allow(clippy::result_large_err)]
+
 use std::path::Path;
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
