@@ -21,12 +21,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-use crate::check;
 use crate::config::{Config, Role};
-use crate::history;
 use crate::node::AddressBook;
 use crate::report::Report;
-use crate::warehouse::store::Store;
 use crate::wire::NodeId;
 
 /// How long a child may take to bind and say `ready`.
@@ -90,6 +87,9 @@ impl RunDir {
     }
     pub fn report(&self) -> PathBuf {
         self.root.join("report.json")
+    }
+    pub fn plots(&self) -> PathBuf {
+        self.root.join("plots")
     }
 }
 
@@ -159,12 +159,7 @@ pub async fn run(cfg: &Config, runs_root: &Path, exe: &Path) -> anyhow::Result<R
     }
     let trading = result?;
 
-    let events = history::read_dir(&dir.history())?;
-    let requests: Vec<&history::Request> = history::requests(&events).collect();
-    let store = Store::snapshot(&dir.data_of(NodeId::WAREHOUSE))?;
-    let verdicts = check::check(cfg, &requests, &store);
-    let report = Report::build(cfg, &dir.root, trading, &requests, &store, verdicts);
-    report.write_json(&dir.report())?;
+    let report = crate::report::finish(cfg, &dir, trading)?;
     Ok(report)
 }
 
@@ -250,6 +245,7 @@ async fn drive(cfg: &Config, dir: &RunDir, nodes: &mut [Launched]) -> anyhow::Re
     tokio::select! {
         _ = tokio::time::sleep(cfg.market.duration) => {}
         _ = tokio::signal::ctrl_c() => eprintln!("interrupted: stopping the market"),
+        _ = crate::report::progress::show(dir.history(), cfg.market.duration, cfg.initial_traders()) => {}
     }
 
     // Stop every buyer and seller at once, then wait for each one's history.

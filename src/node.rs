@@ -268,6 +268,8 @@ pub struct NodeContext {
     pub data_dir: PathBuf,
     /// Where the node writes its history (`<node>.jsonl`).
     pub history_dir: PathBuf,
+    /// The node's history, shared by all its parts (`history.append(&event)`).
+    pub history: Arc<crate::history::Writer>,
 }
 
 /// Runs a node in its role until `stop_all`. Buyers and sellers trade until
@@ -307,5 +309,6 @@ pub async fn run(
     if let Some(thread) = ledger {
         thread.join().await;
     }
+    ctx.history.close(ctx.me)?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::Traders;
 use crate::clock::Clock;
-use crate::history::{self, Event, Outcome, Request};
+use crate::history::{self, Complete, Event, Invoke, Outcome, Request};
 use crate::link::Link;
 use crate::node::NodeContext;
 use crate::wire::{Body, NodeId, Order, ProductId, Qty, RequestId, Side};
@@ -25,7 +25,7 @@ pub struct Client {
     next_seq: u64,
     timeout: Duration,
     products: u32,
-    history: history::Writer,
+    history: Arc<history::Writer>,
 }
 
 /// The seed of one node's random choices: the market's seed, spread per node.
@@ -54,7 +54,7 @@ impl Client {
             next_seq: 1,
             timeout: ctx.config.market.request_timeout,
             products: ctx.config.products.len() as u32,
-            history: history::Writer::create(&ctx.history_dir, ctx.me)?,
+            history: ctx.history.clone(),
         })
     }
 
@@ -68,7 +68,8 @@ impl Client {
         ProductId(self.rng.random_range(0..self.products))
     }
 
-    /// Makes one request at a random trader, waits for it, records it.
+    /// Makes one request at a random trader, waits for it, records its invoke
+    /// and its completion.
     pub async fn request(&mut self, side: Side, product: ProductId, qty: Qty) -> Request {
         let id = RequestId {
             node: self.me,
@@ -80,6 +81,15 @@ impl Client {
         let invoked_us = history::wall_us();
         let lamport_invoked = self.clock.tick();
         let started = tokio::time::Instant::now();
+        self.history.record(&Event::Invoke(Invoke {
+            id,
+            side,
+            product,
+            asked: qty,
+            trader: trader.unwrap_or_default(),
+            wall_us: invoked_us,
+            lamport: lamport_invoked,
+        }));
         let (outcome, granted) = match trader.and_then(|t| self.links.get(&t)) {
             None => (
                 Outcome::Failed("no trader is known to be alive".into()),
@@ -120,9 +130,18 @@ impl Client {
             lamport_invoked,
             lamport_completed: self.clock.tick(),
         };
-        if let Err(e) = self.history.append(&Event::Request(req.clone())) {
-            tracing::error!("cannot write history: {e}");
-        }
+        self.history.record(&Event::Complete(Complete {
+            id,
+            side,
+            product,
+            asked: qty,
+            granted: req.granted,
+            trader: req.trader,
+            outcome: req.outcome.clone(),
+            wall_us: req.completed_us,
+            lamport: req.lamport_completed,
+            latency_us: req.latency_us,
+        }));
         if let Outcome::Refused(r) | Outcome::Failed(r) = &req.outcome {
             tracing::warn!(%id, "{side:?} failed: {r}");
         }
@@ -138,7 +157,7 @@ impl Client {
     }
 
     /// Writes out the history.
-    pub fn finish(mut self) -> anyhow::Result<()> {
+    pub fn finish(self) -> anyhow::Result<()> {
         self.history.flush()?;
         Ok(())
     }

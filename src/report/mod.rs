@@ -1,7 +1,10 @@
-//! The run's report: `report.json` and the terminal summary, both built from
-//! the same [`Report`], which is built from the histories, the warehouse's
-//! final store and the checker's verdicts.
+//! The run's report: `report.json`, the terminal summary and the plots, all
+//! built from the same [`Report`], which is built from the histories, the
+//! warehouse's final store and the checker's verdicts. The README's section
+//! "The report" documents `report.json` field by field; keep them together.
 
+pub mod plots;
+pub mod progress;
 pub mod summary;
 
 use std::path::{Path, PathBuf};
@@ -10,11 +13,34 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::check::Verdict;
+use crate::check::{self, Verdict};
 use crate::config::{Config, Mode, Role};
-use crate::history::{Outcome, Request};
+use crate::history::{Declared, History, Outcome};
+use crate::market::RunDir;
 use crate::warehouse::store::Snapshot;
+use crate::warehouse::store::Store;
 use crate::wire::{NodeId, Side};
+
+/// The end of a run: reads its histories and the warehouse's store, runs the
+/// checker, builds the report, draws the plots (a plot that fails is a
+/// warning, not a failed run) and writes `report.json`.
+pub fn finish(cfg: &Config, dir: &RunDir, trading: Duration) -> anyhow::Result<Report> {
+    let history = History::read_dir(&dir.history())?;
+    let store = Store::snapshot(&dir.data_of(NodeId::WAREHOUSE))?;
+    let verdicts = check::check(cfg, &history, &store);
+    let mut report = Report::build(cfg, &dir.root, trading, &history, &store, verdicts);
+    match plots::write(&dir.plots(), &report, &history) {
+        Ok(files) => {
+            report.plots = files
+                .iter()
+                .map(|f| f.strip_prefix(&dir.root).unwrap_or(f).to_path_buf())
+                .collect()
+        }
+        Err(e) => eprintln!("warning: no plots: {e:#}"),
+    }
+    report.write_json(&dir.report())?;
+    Ok(report)
+}
 
 /// Requests of one kind, by outcome.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -34,7 +60,60 @@ impl Outcomes {
 pub struct Requests {
     pub buy: Outcomes,
     pub sell: Outcomes,
+    /// Invoked and never answered, by a client that stopped cleanly.
+    pub unanswered: u64,
+    /// Invoked and cut short by their client's death.
+    pub interrupted: u64,
+    /// Requests retried at another trader (failover), counted once each.
+    pub retried: u64,
+    /// Acknowledged requests the warehouse does not have (the checker's
+    /// "no lost acknowledged request" offenders).
+    pub lost: u64,
 }
+
+/// What one trader answered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TraderReport {
+    pub trader: NodeId,
+    /// Requests this trader answered (ok or refused).
+    pub answered: u64,
+    /// Items its granted buys came to, as the buyers were told.
+    pub granted: u64,
+    /// Its flushed buys the warehouse could not fill (cached mode).
+    pub oversells: u64,
+}
+
+/// An injected fault, and when the market noticed it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultReport {
+    /// Seconds since the market opened.
+    pub at_s: f64,
+    pub fault: String,
+    pub targets: Vec<NodeId>,
+    pub detail: String,
+    /// The first heartbeat verdict "dead" about a target after the fault.
+    pub detected: Option<Detection>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub at_s: f64,
+    /// Milliseconds from the fault to its detection.
+    pub after_ms: f64,
+    pub by: NodeId,
+    pub subject: NodeId,
+}
+
+/// An election result as a node recorded it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ElectionReport {
+    pub at_s: f64,
+    pub by: NodeId,
+    pub traders: Vec<NodeId>,
+}
+
+/// The longest latency the report tells apart (µs); longer ones count as this.
+const LATENCY_MAX_US: u64 = 3_600_000_000;
 
 /// Latency of answered requests, in milliseconds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -89,7 +168,12 @@ pub struct Report {
     pub products: Vec<ProductReport>,
     /// initial + sold − shipped = final, for every product.
     pub conserved: bool,
+    pub per_trader: Vec<TraderReport>,
+    pub elections: Vec<ElectionReport>,
+    pub faults: Vec<FaultReport>,
     pub checks: Vec<Verdict>,
+    /// The plot files written, relative to the run directory.
+    pub plots: Vec<PathBuf>,
 }
 
 impl Report {
@@ -97,7 +181,7 @@ impl Report {
         cfg: &Config,
         run_dir: &Path,
         trading: Duration,
-        requests: &[&Request],
+        history: &History,
         store: &Snapshot,
         checks: Vec<Verdict>,
     ) -> Report {
@@ -110,8 +194,12 @@ impl Report {
                 .collect()
         };
         let mut counts = Requests::default();
-        let mut latency = Histogram::<u64>::new(3).expect("3 significant figures is valid");
-        for r in requests {
+        let mut per_trader: std::collections::BTreeMap<NodeId, TraderReport> = Default::default();
+        // Bounded on purpose: an auto-resizing histogram does not resize on
+        // `saturating_record`, it clamps (to 2 ms when new).
+        let mut latency = Histogram::<u64>::new_with_bounds(1, LATENCY_MAX_US, 3)
+            .expect("1 µs to an hour at 3 significant figures is valid");
+        for r in &history.requests {
             let o = match r.side {
                 Side::Buy => &mut counts.buy,
                 Side::Sell => &mut counts.sell,
@@ -123,8 +211,77 @@ impl Report {
             }
             if !matches!(r.outcome, Outcome::Failed(_)) {
                 latency.saturating_record(r.latency_us.max(1));
+                let t = per_trader.entry(r.trader).or_insert(TraderReport {
+                    trader: r.trader,
+                    answered: 0,
+                    granted: 0,
+                    oversells: 0,
+                });
+                t.answered += 1;
+                if r.side == Side::Buy && r.outcome == Outcome::Ok {
+                    t.granted += u64::from(r.granted.0);
+                }
             }
         }
+        for f in &history.flushes {
+            per_trader
+                .entry(f.trader)
+                .or_insert(TraderReport {
+                    trader: f.trader,
+                    answered: 0,
+                    granted: 0,
+                    oversells: 0,
+                })
+                .oversells += u64::from(f.oversells);
+        }
+        counts.unanswered = history.unanswered.iter().filter(|u| u.closed).count() as u64;
+        counts.interrupted = history.unanswered.len() as u64 - counts.unanswered;
+        counts.retried = history
+            .retries
+            .iter()
+            .map(|r| r.id)
+            .collect::<std::collections::HashSet<_>>()
+            .len() as u64;
+        counts.lost = checks
+            .iter()
+            .find(|v| v.invariant == check::NO_LOST_ACK)
+            .map_or(0, |v| v.offenders);
+        let t0 = history.first_us;
+        let at = |us: u64| us.saturating_sub(t0) as f64 / 1e6;
+        let faults = history
+            .faults
+            .iter()
+            .map(|f| FaultReport {
+                at_s: at(f.wall_us),
+                fault: f.fault.clone(),
+                targets: f.targets.clone(),
+                detail: f.detail.clone(),
+                detected: history
+                    .verdicts
+                    .iter()
+                    .filter(|v| {
+                        v.verdict == Declared::Dead
+                            && v.wall_us >= f.wall_us
+                            && f.targets.contains(&v.subject)
+                    })
+                    .min_by_key(|v| v.wall_us)
+                    .map(|v| Detection {
+                        at_s: at(v.wall_us),
+                        after_ms: (v.wall_us - f.wall_us) as f64 / 1000.0,
+                        by: v.observer,
+                        subject: v.subject,
+                    }),
+            })
+            .collect();
+        let elections = history
+            .elections
+            .iter()
+            .map(|e| ElectionReport {
+                at_s: at(e.wall_us),
+                by: e.node,
+                traders: e.traders.clone(),
+            })
+            .collect();
         let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
         let products: Vec<ProductReport> = cfg
             .products
@@ -169,12 +326,87 @@ impl Report {
             },
             conserved: !products.is_empty() && products.iter().all(|p| p.conserved),
             products,
+            per_trader: per_trader.into_values().collect(),
+            elections,
+            faults,
             checks,
+            plots: Vec::new(),
         }
+    }
+
+    /// The report of a run directory as it is now: `bazaar report RUN_DIR`.
+    /// The trading time is the one its `report.json` gives, or else the
+    /// config's duration.
+    pub fn rebuild(run_dir: &Path) -> anyhow::Result<Report> {
+        let dir = RunDir {
+            root: run_dir.to_path_buf(),
+        };
+        let cfg = Config::load(&dir.config())?;
+        let trading = std::fs::read_to_string(dir.report())
+            .ok()
+            .and_then(|text| serde_json::from_str::<Report>(&text).ok())
+            .map_or(cfg.market.duration, |r| {
+                Duration::from_secs_f64(r.duration_s.max(0.0))
+            });
+        finish(&cfg, &dir, trading)
     }
 
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(self)? + "\n")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Lamport;
+    use crate::history::Request;
+    use crate::warehouse::ledger::Ledger;
+    use crate::wire::{ProductId, Qty, RequestId};
+
+    #[test]
+    fn latency_percentiles_are_not_clamped() {
+        let requests = (1..=100u64)
+            .map(|seq| Request {
+                id: RequestId {
+                    node: NodeId(1),
+                    seq,
+                },
+                side: Side::Sell,
+                product: ProductId(0),
+                asked: Qty(1),
+                granted: Qty(1),
+                trader: NodeId(5),
+                outcome: Outcome::Ok,
+                invoked_us: 0,
+                completed_us: seq * 1000,
+                latency_us: seq * 1000, // 1 ms .. 100 ms
+                lamport_invoked: Lamport(1),
+                lamport_completed: Lamport(2),
+            })
+            .collect();
+        let history = History {
+            requests,
+            ..History::default()
+        };
+        let store = Snapshot {
+            books: Ledger::new(&[50]).books,
+            applied: Vec::new(),
+        };
+        let r = Report::build(
+            &Config::default(),
+            Path::new("run"),
+            Duration::from_secs(1),
+            &history,
+            &store,
+            Vec::new(),
+        );
+        let l = &r.latency;
+        assert!((l.p50_ms - 50.0).abs() < 0.1, "{l:?}");
+        assert!((l.p99_ms - 99.0).abs() < 0.1, "{l:?}");
+        assert!((l.max_ms - 100.0).abs() < 0.1, "{l:?}");
+        assert_eq!(r.per_trader.len(), 1);
+        assert_eq!(r.per_trader[0].answered, 100);
     }
 }
