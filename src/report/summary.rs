@@ -46,6 +46,18 @@ impl Report {
         );
         let _ = writeln!(
             s,
+            "  answers     {} never answered, {} cut short by their client's death, {} retried at another trader, {} acknowledged and lost",
+            r.unanswered, r.interrupted, r.retried, r.lost
+        );
+        for t in &self.per_trader {
+            let _ = writeln!(
+                s,
+                "  trader      {}: {} answered, {} items granted, {} oversells",
+                t.trader, t.answered, t.granted, t.oversells
+            );
+        }
+        let _ = writeln!(
+            s,
             "  throughput  {:.1} requests/s, {:.1} items shipped/s",
             self.throughput.requests_per_s, self.throughput.shipped_per_s
         );
@@ -72,6 +84,38 @@ impl Report {
                 p.refused
             );
         }
+        for f in &self.faults {
+            let targets: Vec<String> = f.targets.iter().map(|t| t.to_string()).collect();
+            let detected = match &f.detected {
+                Some(d) => format!(
+                    "detected {:.0} ms later by {} (at {:.2} s)",
+                    d.after_ms, d.by, d.at_s
+                ),
+                None => "no heartbeat verdict declared it dead".into(),
+            };
+            let detail = if f.detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", f.detail)
+            };
+            let _ = writeln!(
+                s,
+                "  fault       at {:.2} s: {} {}{detail}; {detected}",
+                f.at_s,
+                f.fault,
+                targets.join(", ")
+            );
+        }
+        if let Some(e) = self.elections.last() {
+            let _ = writeln!(
+                s,
+                "  elections   {} results recorded; the last, at {:.2} s by {}: traders {}",
+                self.elections.len(),
+                e.at_s,
+                e.by,
+                ids(&e.traders)
+            );
+        }
         for v in &self.checks {
             let _ = writeln!(
                 s,
@@ -79,6 +123,13 @@ impl Report {
                 v.invariant,
                 mark(v.ok),
                 v.detail
+            );
+        }
+        if !self.plots.is_empty() {
+            let _ = writeln!(
+                s,
+                "  plots       {}",
+                self.run_dir.join("plots").join("*.png").display()
             );
         }
         let _ = writeln!(s, "  run dir     {}", self.run_dir.display());
