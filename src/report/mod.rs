@@ -83,6 +83,17 @@ pub struct TraderReport {
     pub oversells: u64,
 }
 
+impl TraderReport {
+    fn new(trader: NodeId) -> Self {
+        TraderReport {
+            trader,
+            answered: 0,
+            granted: 0,
+            oversells: 0,
+        }
+    }
+}
+
 /// An injected fault, and when the market noticed it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FaultReport {
@@ -211,12 +222,9 @@ impl Report {
             }
             if !matches!(r.outcome, Outcome::Failed(_)) {
                 latency.saturating_record(r.latency_us.max(1));
-                let t = per_trader.entry(r.trader).or_insert(TraderReport {
-                    trader: r.trader,
-                    answered: 0,
-                    granted: 0,
-                    oversells: 0,
-                });
+                let t = per_trader
+                    .entry(r.trader)
+                    .or_insert_with(|| TraderReport::new(r.trader));
                 t.answered += 1;
                 if r.side == Side::Buy && r.outcome == Outcome::Ok {
                     t.granted += u64::from(r.granted.0);
@@ -226,12 +234,7 @@ impl Report {
         for f in &history.flushes {
             per_trader
                 .entry(f.trader)
-                .or_insert(TraderReport {
-                    trader: f.trader,
-                    answered: 0,
-                    granted: 0,
-                    oversells: 0,
-                })
+                .or_insert_with(|| TraderReport::new(f.trader))
                 .oversells += u64::from(f.oversells);
         }
         counts.unanswered = history.unanswered.iter().filter(|u| u.closed).count() as u64;
