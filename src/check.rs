@@ -1,16 +1,31 @@
 //! The invariant checker (DESIGN.md §7): judges a run after the fact from the
-//! clients' histories and the warehouse's final store, like Jepsen's checkers.
+//! nodes' histories (invokes and completions, [`History`]) and the warehouse's
+//! final store, like Jepsen's checkers.
 //!
 //! Each invariant gets a [`Verdict`]; a failing one names the first few
-//! offending requests so a person can find them in the history.
+//! offending requests so a person can find them in the history:
+//! 1. conservation — per product, initial + sold − shipped = final stock;
+//! 2. no lost acknowledged request — every sell a client saw deposited and
+//!    every buy it saw granted is in the warehouse's applied table with that
+//!    quantity, shipped plus oversold (in `cached` mode a buy may be applied
+//!    short: that shortfall is an oversell, counted, not lost); one left in a
+//!    dead trader's journal is named as stranded;
+//! 3. no request applied twice — each id once in the applied table, and the
+//!    books are exactly the sum of the distinct applied requests;
+//! 4. zero oversell in `strong` and `escrow` modes;
+//! 5. liveness — every request invoked got an answer or a clear failure
+//!    within its deadline (the request timeout, retries at other traders
+//!    included, plus [`LIVENESS_GRACE`]). A request invoked and never completed fails it when
+//!    its client's history was closed cleanly; if the client was killed, the
+//!    request is counted as interrupted, not failed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Mode};
-use crate::history::{Outcome, Request};
+use crate::history::{History, Outcome};
 use crate::warehouse::ledger::Applied;
 use crate::warehouse::store::Snapshot;
 use crate::wire::{FlushEntry, NodeId, RequestId, Side};
@@ -26,25 +41,28 @@ const SHOWN: usize = 5;
 pub struct Verdict {
     pub invariant: String,
     pub ok: bool,
+    /// How many requests (or products) break the invariant.
+    pub offenders: u64,
+    /// On success what was checked; on failure the first few offenders.
     pub detail: String,
 }
 
 impl Verdict {
-    fn new(invariant: &str, offenders: Vec<String>, total: usize, ok_detail: String) -> Self {
-        let ok = offenders.is_empty();
-        let detail = if ok {
+    fn new(invariant: &str, offenders: Vec<String>, ok_detail: String) -> Self {
+        let n = offenders.len();
+        let detail = if n == 0 {
             ok_detail
         } else {
-            let more = total.saturating_sub(SHOWN);
-            let mut d = offenders.join("; ");
-            if more > 0 {
-                d.push_str(&format!("; and {more} more"));
+            let mut d = offenders[..n.min(SHOWN)].join("; ");
+            if n > SHOWN {
+                d.push_str(&format!("; and {} more", n - SHOWN));
             }
             d
         };
         Verdict {
             invariant: invariant.to_string(),
-            ok,
+            ok: n == 0,
+            offenders: n as u64,
             detail,
         }
     }
@@ -57,31 +75,22 @@ pub const NO_DOUBLE_APPLY: &str = "no request applied twice";
 pub const ZERO_OVERSELL: &str = "zero oversell";
 pub const LIVENESS: &str = "liveness";
 
-/// Judges a run: `requests` from every client's history, `store` as the
-/// warehouse left it.
-pub fn check(cfg: &Config, requests: &[&Request], store: &Snapshot) -> Vec<Verdict> {
-    check_with_journals(cfg, requests, store, &[])
-}
-
-/// [`check`], also given what cached traders left unflushed in their journals
-/// (a trader that died for good): such a request is acknowledged and not in the
-/// warehouse, so it still fails "no lost acknowledged request", but it is named
-/// as stranded rather than as vanished.
-pub fn check_with_journals(
+/// Judges a run: `history` from every node, `store` as the warehouse left it,
+/// `unflushed` what cached traders that died for good left in their journals
+/// (such a request is acknowledged and not in the warehouse: it still fails
+/// "no lost acknowledged request", named as stranded rather than vanished).
+pub fn check(
     cfg: &Config,
-    requests: &[&Request],
+    history: &History,
     store: &Snapshot,
     unflushed: &[(NodeId, FlushEntry)],
 ) -> Vec<Verdict> {
-    let applied: HashMap<RequestId, Applied> = store.applied.iter().copied().collect();
-    let stranded: HashMap<RequestId, NodeId> =
-        unflushed.iter().map(|(t, e)| (e.order.id, *t)).collect();
     vec![
         conservation(cfg, store),
-        no_lost_ack(requests, &applied, &stranded),
-        no_double_apply(requests, store),
-        zero_oversell(cfg, store),
-        liveness(cfg, requests),
+        no_lost_ack(history, store, unflushed),
+        no_double_apply(history, store),
+        zero_oversell(cfg, history, store),
+        liveness(cfg, history),
     ]
 }
 
@@ -107,12 +116,9 @@ fn conservation(cfg: &Config, store: &Snapshot) -> Verdict {
             ));
         }
     }
-    let n = bad.len();
-    bad.truncate(SHOWN);
     Verdict::new(
         CONSERVATION,
         bad,
-        n,
         format!(
             "initial + sold − shipped = final for all {} products",
             store.books.len()
@@ -122,14 +128,13 @@ fn conservation(cfg: &Config, store: &Snapshot) -> Verdict {
 
 /// Every acknowledged request is in the warehouse as acknowledged: shipped or
 /// deposited, plus (cached mode) what was oversold of a granted buy.
-fn no_lost_ack(
-    requests: &[&Request],
-    applied: &HashMap<RequestId, Applied>,
-    stranded: &HashMap<RequestId, NodeId>,
-) -> Verdict {
+fn no_lost_ack(history: &History, store: &Snapshot, unflushed: &[(NodeId, FlushEntry)]) -> Verdict {
+    let applied: HashMap<RequestId, Applied> = store.applied.iter().copied().collect();
+    let stranded: HashMap<RequestId, NodeId> =
+        unflushed.iter().map(|(t, e)| (e.order.id, *t)).collect();
     let mut bad = Vec::new();
     let (mut acked, mut oversold) = (0, 0);
-    for r in requests.iter().filter(|r| r.outcome == Outcome::Ok) {
+    for r in history.requests.iter().filter(|r| r.outcome == Outcome::Ok) {
         acked += 1;
         match applied.get(&r.id) {
             Some(a) if a.side == r.side && a.acknowledged() == r.granted => {
@@ -151,41 +156,56 @@ fn no_lost_ack(
             },
         }
     }
-    let n = bad.len();
-    bad.truncate(SHOWN);
     Verdict::new(
         NO_LOST_ACK,
         bad,
-        n,
         format!(
             "all {acked} acknowledged requests are in the warehouse ({oversold} of them as oversells)"
         ),
     )
 }
 
-fn no_double_apply(requests: &[&Request], store: &Snapshot) -> Verdict {
+fn no_double_apply(history: &History, store: &Snapshot) -> Verdict {
+    let mut bad = Vec::new();
+    let mut seen = HashSet::new();
+    for (id, _) in &store.applied {
+        if !seen.insert(*id) {
+            bad.push(format!("{id} is in the warehouse's applied table twice"));
+        }
+    }
     // The books must be exactly the sum of the distinct applied requests: an
     // application the id table does not account for is a double apply.
-    let mut bad = Vec::new();
+    let products: HashMap<RequestId, usize> = history
+        .invokes
+        .iter()
+        .map(|i| (i.id, i.product.0 as usize))
+        .collect();
     let mut sold = vec![0u64; store.books.len()];
     let mut shipped = vec![0u64; store.books.len()];
-    let invoked: HashMap<RequestId, &Request> = requests.iter().map(|r| (r.id, *r)).collect();
+    let mut unattributed = 0usize;
     for (id, a) in &store.applied {
-        let Some(r) = invoked.get(id) else {
-            bad.push(format!("{id} was applied but no client made it"));
+        let Some(&p) = products.get(id) else {
+            unattributed += 1;
             continue;
         };
-        let Some(p) = sold.get_mut(r.product.0 as usize) else {
+        let Some(book) = sold.get_mut(p) else {
+            bad.push(format!("{id} was applied to unknown product {p}"));
             continue;
         };
         match a.side {
-            Side::Sell => *p += u64::from(a.qty.0),
-            Side::Buy => shipped[r.product.0 as usize] += u64::from(a.qty.0),
+            Side::Sell => *book += u64::from(a.qty.0),
+            Side::Buy => shipped[p] += u64::from(a.qty.0),
         }
     }
-    // Requests of clients that crashed before writing their history cannot be
-    // attributed; only judge the totals when every applied id was found.
-    if bad.is_empty() {
+    if unattributed > 0 && history.unclosed.is_empty() {
+        // Every client closed its history, so every request is in it.
+        bad.push(format!(
+            "{unattributed} applied requests were invoked by no client"
+        ));
+    }
+    // Requests of clients killed before their history reached the disk cannot
+    // be attributed; the totals are judged only when every id was.
+    if unattributed == 0 {
         for (i, b) in store.books.iter().enumerate() {
             if b.sold != sold[i] || b.shipped != shipped[i] {
                 bad.push(format!(
@@ -195,184 +215,402 @@ fn no_double_apply(requests: &[&Request], store: &Snapshot) -> Verdict {
             }
         }
     }
-    let n = bad.len();
-    bad.truncate(SHOWN);
-    Verdict::new(
-        NO_DOUBLE_APPLY,
-        bad,
-        n,
+    let ok = if unattributed == 0 {
         format!(
             "the books are the sum of {} distinct applied requests",
             store.applied.len()
-        ),
-    )
+        )
+    } else {
+        format!(
+            "{} distinct applied requests; {unattributed} from killed clients, so the books' totals were not judged",
+            store.applied.len()
+        )
+    };
+    Verdict::new(NO_DOUBLE_APPLY, bad, ok)
 }
 
-fn zero_oversell(cfg: &Config, store: &Snapshot) -> Verdict {
+fn zero_oversell(cfg: &Config, history: &History, store: &Snapshot) -> Verdict {
     let oversells: u64 = store.books.iter().map(|b| b.oversells).sum();
     let must_be_zero = matches!(cfg.market.mode, Mode::Strong | Mode::Escrow);
-    let bad = if must_be_zero && oversells > 0 {
-        vec![format!(
-            "{oversells} oversells in {} mode, which must have none",
-            cfg.market.mode
-        )]
-    } else {
-        Vec::new()
-    };
+    let mut bad = Vec::new();
+    if must_be_zero {
+        for (i, b) in store.books.iter().enumerate() {
+            if b.oversells > 0 || b.oversold > 0 {
+                bad.push(format!(
+                    "product {i}: {} oversells ({} items) in {} mode, which must have none",
+                    b.oversells, b.oversold, cfg.market.mode
+                ));
+            }
+        }
+        for f in history.flushes.iter().filter(|f| f.oversells > 0) {
+            bad.push(format!(
+                "flush {} from {} oversold {} buys",
+                f.id, f.trader, f.oversells
+            ));
+        }
+    }
     Verdict::new(
         ZERO_OVERSELL,
         bad,
-        1,
         if must_be_zero {
             format!("no oversell in {} mode", cfg.market.mode)
         } else {
-            format!("{oversells} oversells, allowed and counted in cached mode")
+            format!(
+                "{oversells} oversells, allowed and counted in {} mode",
+                cfg.market.mode
+            )
         },
     )
 }
 
-fn liveness(cfg: &Config, requests: &[&Request]) -> Verdict {
-    let deadline = cfg.market.request_timeout + LIVENESS_GRACE;
-    let late: Vec<&&Request> = requests
-        .iter()
-        .filter(|r| Duration::from_micros(r.latency_us) > deadline)
-        .collect();
-    let bad = late
-        .iter()
-        .take(SHOWN)
-        .map(|r| {
-            format!(
-                "{} took {:?}, past its deadline of {:?}",
-                r.id,
-                Duration::from_micros(r.latency_us),
-                cfg.market.request_timeout
-            )
-        })
-        .collect();
-    let failed = requests
+fn liveness(cfg: &Config, history: &History) -> Verdict {
+    // The client keeps one deadline per request, its retries at other
+    // traders included.
+    let timeout = cfg.market.request_timeout;
+    let deadline = timeout + LIVENESS_GRACE;
+    let mut bad = Vec::new();
+    for r in &history.requests {
+        let took = Duration::from_micros(r.latency_us);
+        if took > deadline {
+            bad.push(format!(
+                "{} took {took:?}, past its deadline of {timeout:?}",
+                r.id
+            ));
+        }
+    }
+    let mut interrupted = 0;
+    for u in &history.unanswered {
+        if u.closed {
+            bad.push(format!(
+                "{} ({:?} {} at {}) was invoked and never answered",
+                u.invoke.id, u.invoke.side, u.invoke.asked, u.invoke.trader
+            ));
+        } else {
+            interrupted += 1;
+        }
+    }
+    for c in &history.orphans {
+        bad.push(format!("{} completed but was never invoked", c.id));
+    }
+    for c in &history.duplicates {
+        bad.push(format!("{} completed twice", c.id));
+    }
+    let failed = history
+        .requests
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Failed(_)))
         .count();
-    Verdict::new(
-        LIVENESS,
-        bad,
-        late.len(),
-        format!(
-            "all {} requests answered or failed within their deadline ({failed} failed)",
-            requests.len()
-        ),
-    )
+    let mut ok = format!(
+        "all {} requests answered or failed within their deadline ({failed} failed)",
+        history.requests.len()
+    );
+    if interrupted > 0 {
+        ok.push_str(&format!(
+            "; {interrupted} interrupted by their client's death"
+        ));
+    }
+    Verdict::new(LIVENESS, bad, ok)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::Lamport;
+    use crate::history::{Complete, Event, Flush, Invoke, Log, Mark};
     use crate::warehouse::ledger::{Ledger, ProductBook};
-    use crate::wire::{NodeId, ProductId, Qty};
+    use crate::wire::{NodeId, Order, ProductId, Qty};
 
-    fn req(seq: u64, side: Side, asked: u32, granted: u32) -> Request {
-        Request {
-            id: RequestId {
-                node: NodeId(1),
-                seq,
-            },
+    const BUYER: NodeId = NodeId(1);
+
+    fn id(seq: u64) -> RequestId {
+        RequestId { node: BUYER, seq }
+    }
+
+    fn invoke(seq: u64, side: Side, asked: u32) -> Event {
+        Event::Invoke(Invoke {
+            id: id(seq),
+            side,
+            product: ProductId(0),
+            asked: Qty(asked),
+            trader: NodeId(5),
+            wall_us: seq * 10_000,
+            lamport: Lamport(2 * seq),
+        })
+    }
+
+    fn complete(seq: u64, side: Side, asked: u32, granted: u32) -> Event {
+        Event::Complete(Complete {
+            id: id(seq),
             side,
             product: ProductId(0),
             asked: Qty(asked),
             granted: Qty(granted),
             trader: NodeId(5),
             outcome: Outcome::Ok,
-            invoked_us: 0,
-            completed_us: 1000,
+            wall_us: seq * 10_000 + 1000,
+            lamport: Lamport(2 * seq + 1),
             latency_us: 1000,
-            lamport_invoked: Lamport(1),
-            lamport_completed: Lamport(2),
+        })
+    }
+
+    fn mark(wall_us: u64) -> Mark {
+        Mark {
+            node: BUYER,
+            wall_us,
         }
     }
 
-    /// A consistent run: 50 initial, a sell of 5 and a buy of 3.
-    fn clean() -> (Config, Vec<Request>, Snapshot) {
-        let cfg = Config::default();
-        let reqs = vec![req(1, Side::Sell, 5, 5), req(2, Side::Buy, 3, 3)];
-        let mut ledger = Ledger::new(&[50]);
-        let applied = reqs
-            .iter()
-            .map(|r| {
-                let order = crate::wire::Order {
-                    id: r.id,
-                    product: r.product,
-                    qty: r.asked,
-                };
-                (r.id, ledger.apply(r.side, &order))
-            })
-            .collect();
-        (
-            cfg,
-            reqs,
-            Snapshot {
-                books: ledger.books,
-                applied,
-                traders: Vec::new(),
-            },
-        )
+    /// A consistent run, as the client's history file says it: 50 initial,
+    /// a sell of 5 and a buy of 3, the history opened and closed cleanly.
+    fn clean_events() -> Vec<Event> {
+        vec![
+            Event::Opened(mark(0)),
+            invoke(1, Side::Sell, 5),
+            complete(1, Side::Sell, 5, 5),
+            invoke(2, Side::Buy, 3),
+            complete(2, Side::Buy, 3, 3),
+            Event::Closed(mark(100_000)),
+        ]
     }
 
-    fn verdict(cfg: &Config, reqs: &[Request], snap: &Snapshot, name: &str) -> Verdict {
-        let refs: Vec<&Request> = reqs.iter().collect();
-        check(cfg, &refs, snap)
+    /// The warehouse's store after applying `events`' completed requests.
+    fn store_for(events: &[Event]) -> Snapshot {
+        let mut ledger = Ledger::new(&[50]);
+        let applied = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Complete(c) => {
+                    let order = Order {
+                        id: c.id,
+                        product: c.product,
+                        qty: c.asked,
+                    };
+                    Some((c.id, ledger.apply(c.side, &order)))
+                }
+                _ => None,
+            })
+            .collect();
+        Snapshot {
+            books: ledger.books,
+            applied,
+            traders: Vec::new(),
+        }
+    }
+
+    fn history(events: Vec<Event>) -> History {
+        History::from_logs(&[Log {
+            path: "peer1.jsonl".into(),
+            events,
+        }])
+    }
+
+    fn verdict(cfg: &Config, events: Vec<Event>, snap: &Snapshot, name: &str) -> Verdict {
+        check(cfg, &history(events), snap, &[])
             .into_iter()
             .find(|v| v.invariant == name)
             .expect("verdict")
     }
 
+    /// Every verdict but `name` holds; `name`'s is returned.
+    fn only_failure(cfg: &Config, events: Vec<Event>, snap: &Snapshot, name: &str) -> Verdict {
+        let verdicts = check(cfg, &history(events), snap, &[]);
+        for v in &verdicts {
+            assert_eq!(v.ok, v.invariant != name, "{verdicts:#?}");
+        }
+        verdicts.into_iter().find(|v| v.invariant == name).unwrap()
+    }
+
     #[test]
     fn a_clean_history_passes() {
-        let (cfg, reqs, snap) = clean();
-        let refs: Vec<&Request> = reqs.iter().collect();
-        let verdicts = check(&cfg, &refs, &snap);
+        let cfg = Config::default();
+        let events = clean_events();
+        let snap = store_for(&events);
+        let verdicts = check(&cfg, &history(events), &snap, &[]);
         assert!(all_ok(&verdicts), "{verdicts:#?}");
+        assert_eq!(verdicts.len(), 5);
+        assert!(verdicts.iter().all(|v| v.offenders == 0));
     }
 
     #[test]
     fn stock_not_conserved_is_caught() {
-        let (cfg, reqs, mut snap) = clean();
+        let (cfg, events) = (Config::default(), clean_events());
+        let mut snap = store_for(&events);
         snap.books[0].stock += 1;
-        let v = verdict(&cfg, &reqs, &snap, CONSERVATION);
-        assert!(!v.ok && v.detail.contains("≠ final 53"), "{v:?}");
+        let v = only_failure(&cfg, events, &snap, CONSERVATION);
+        assert!(v.detail.contains("≠ final 53"), "{v:?}");
+        assert_eq!(v.offenders, 1);
     }
 
     #[test]
     fn a_lost_ack_is_caught() {
-        let (cfg, reqs, mut snap) = clean();
-        snap.applied.retain(|(id, _)| id.seq != 2);
-        let v = verdict(&cfg, &reqs, &snap, NO_LOST_ACK);
+        let (cfg, events) = (Config::default(), clean_events());
+        // The warehouse never applied the buy its trader granted.
+        let snap = store_for(&events[..3]);
+        let v = only_failure(&cfg, events, &snap, NO_LOST_ACK);
         assert!(
-            !v.ok && v.detail.contains("1#2") && v.detail.contains("never applied"),
+            v.detail.contains("1#2") && v.detail.contains("never applied"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn an_ack_applied_differently_is_caught() {
+        let (cfg, mut events) = (Config::default(), clean_events());
+        let snap = store_for(&events);
+        // The client was told it got 3; the warehouse shipped 3 — unless the
+        // history says the client saw 2.
+        if let Event::Complete(c) = &mut events[4] {
+            c.granted = Qty(2);
+        }
+        let v = only_failure(&cfg, events, &snap, NO_LOST_ACK);
+        assert!(v.detail.contains("acknowledged as Buy 2"), "{v:?}");
+    }
+
+    #[test]
+    fn a_double_apply_is_caught() {
+        let (cfg, events) = (Config::default(), clean_events());
+        let mut snap = store_for(&events);
+        // The buy was applied a second time: the books moved, the id table did not.
+        snap.books[0].stock -= 3;
+        snap.books[0].shipped += 3;
+        let v = only_failure(&cfg, events, &snap, NO_DOUBLE_APPLY);
+        assert!(v.detail.contains("shipped 6"), "{v:?}");
+    }
+
+    #[test]
+    fn an_id_applied_twice_is_caught() {
+        let (cfg, events) = (Config::default(), clean_events());
+        let mut snap = store_for(&events);
+        let again = snap.applied[1];
+        snap.applied.push(again);
+        let v = verdict(&cfg, events, &snap, NO_DOUBLE_APPLY);
+        assert!(
+            !v.ok
+                && v.detail
+                    .contains("1#2 is in the warehouse's applied table twice")
+        );
+    }
+
+    #[test]
+    fn an_oversell_in_strong_mode_is_caught() {
+        let (cfg, events) = (Config::default(), clean_events());
+        let mut snap = store_for(&events);
+        snap.books[0] = ProductBook {
+            oversells: 1,
+            oversold: 2,
+            ..snap.books[0]
+        };
+        let v = only_failure(&cfg, events, &snap, ZERO_OVERSELL);
+        assert!(
+            v.detail
+                .contains("1 oversells (2 items) in strong mode, which must have none"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn an_oversold_flush_in_escrow_mode_is_caught_and_allowed_in_cached() {
+        let mut cfg = Config::default();
+        let mut events = clean_events();
+        let snap = store_for(&events);
+        events.insert(
+            5,
+            Event::Flush(Flush {
+                trader: NodeId(6),
+                id: RequestId {
+                    node: NodeId(6),
+                    seq: 1,
+                },
+                requests: 5,
+                oversells: 2,
+                oversold: 4,
+                wall_us: 50_000,
+                lamport: Lamport(20),
+            }),
+        );
+        cfg.market.mode = Mode::Escrow;
+        let v = verdict(&cfg, events.clone(), &snap, ZERO_OVERSELL);
+        assert!(!v.ok && v.detail.contains("flush 6#1 from peer6 oversold 2 buys"));
+        cfg.market.mode = Mode::Cached;
+        assert!(verdict(&cfg, events, &snap, ZERO_OVERSELL).ok);
+    }
+
+    #[test]
+    fn a_request_with_no_answer_is_caught() {
+        let (cfg, mut events) = (Config::default(), clean_events());
+        let snap = store_for(&events);
+        events.insert(5, invoke(3, Side::Buy, 4));
+        let v = only_failure(&cfg, events, &snap, LIVENESS);
+        assert!(
+            v.detail
+                .contains("1#3 (Buy 4 at peer5) was invoked and never answered"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_request_cut_short_by_its_clients_death_is_not_a_failure() {
+        let (cfg, mut events) = (Config::default(), clean_events());
+        let snap = store_for(&events);
+        events.pop(); // no `closed`: the client was killed...
+        events.push(invoke(3, Side::Buy, 4)); // ...while waiting for this one
+        let v = verdict(&cfg, events, &snap, LIVENESS);
+        assert!(v.ok && v.detail.contains("1 interrupted"), "{v:?}");
+    }
+
+    #[test]
+    fn a_request_past_its_deadline_is_caught() {
+        let (cfg, mut events) = (Config::default(), clean_events());
+        let snap = store_for(&events);
+        let late = (cfg.market.request_timeout + LIVENESS_GRACE).as_micros() as u64 + 1;
+        if let Event::Complete(c) = &mut events[4] {
+            c.latency_us = late;
+        }
+        let v = only_failure(&cfg, events, &snap, LIVENESS);
+        assert!(v.detail.contains("past its deadline"), "{v:?}");
+    }
+
+    #[test]
+    fn completions_without_invoke_or_twice_are_caught() {
+        let (cfg, mut events) = (Config::default(), clean_events());
+        let snap = store_for(&events);
+        events.insert(5, complete(2, Side::Buy, 3, 3));
+        let v = verdict(&cfg, events.clone(), &snap, LIVENESS);
+        assert!(!v.ok && v.detail.contains("1#2 completed twice"), "{v:?}");
+        events.remove(3); // the buy's invoke
+        let v = verdict(&cfg, events, &snap, LIVENESS);
+        assert!(
+            v.detail.contains("1#2 completed but was never invoked"),
             "{v:?}"
         );
     }
 
     #[test]
     fn an_oversold_buy_counts_as_in_the_warehouse_and_a_stranded_one_is_named() {
-        let (mut cfg, reqs, mut snap) = clean();
+        let (mut cfg, events) = (Config::default(), clean_events());
         cfg.market.mode = Mode::Cached;
+        let mut snap = store_for(&events);
         // The buy of 3 was granted from a cache; the warehouse shipped 1.
-        snap.applied[1].1 = Applied {
+        let buy = snap.applied.iter().position(|(i, _)| *i == id(2)).unwrap();
+        snap.applied[buy].1 = Applied {
             qty: Qty(1),
             oversold: Qty(2),
-            ..snap.applied[1].1
+            ..snap.applied[buy].1
         };
-        let v = verdict(&cfg, &reqs, &snap, NO_LOST_ACK);
+        snap.books[0].shipped -= 2;
+        snap.books[0].stock += 2;
+        snap.books[0].oversold += 2;
+        snap.books[0].oversells += 1;
+        let v = verdict(&cfg, events.clone(), &snap, NO_LOST_ACK);
         assert!(v.ok && v.detail.contains("1 of them as oversells"), "{v:?}");
         // Shipped 1 and oversold 1 does not add up to the 3 acknowledged.
-        snap.applied[1].1.oversold = Qty(1);
-        assert!(!verdict(&cfg, &reqs, &snap, NO_LOST_ACK).ok);
+        snap.applied[buy].1.oversold = Qty(1);
+        assert!(!verdict(&cfg, events.clone(), &snap, NO_LOST_ACK).ok);
         // Not applied, but left in a dead trader's journal.
-        snap.applied.retain(|(id, _)| id.seq != 2);
+        snap.applied.retain(|(i, _)| *i != id(2));
         let entry = FlushEntry {
-            order: crate::wire::Order {
-                id: reqs[1].id,
+            order: Order {
+                id: id(2),
                 product: ProductId(0),
                 qty: Qty(3),
             },
@@ -380,8 +618,7 @@ mod tests {
             clock: Lamport(3),
             granted: Qty(3),
         };
-        let refs: Vec<&Request> = reqs.iter().collect();
-        let v = check_with_journals(&cfg, &refs, &snap, &[(NodeId(6), entry)])
+        let v = check(&cfg, &history(events), &snap, &[(NodeId(6), entry)])
             .into_iter()
             .find(|v| v.invariant == NO_LOST_ACK)
             .unwrap();
@@ -389,38 +626,5 @@ mod tests {
             !v.ok && v.detail.contains("stranded unflushed in peer6"),
             "{v:?}"
         );
-    }
-
-    #[test]
-    fn a_double_apply_is_caught() {
-        let (cfg, reqs, mut snap) = clean();
-        // The buy was applied a second time: the books moved, the id table did not.
-        snap.books[0].stock -= 3;
-        snap.books[0].shipped += 3;
-        let v = verdict(&cfg, &reqs, &snap, NO_DOUBLE_APPLY);
-        assert!(!v.ok && v.detail.contains("shipped 6"), "{v:?}");
-    }
-
-    #[test]
-    fn an_oversell_in_strong_mode_is_caught() {
-        let (cfg, reqs, mut snap) = clean();
-        snap.books[0] = ProductBook {
-            oversells: 1,
-            oversold: 2,
-            ..snap.books[0]
-        };
-        let v = verdict(&cfg, &reqs, &snap, ZERO_OVERSELL);
-        assert!(
-            !v.ok && v.detail.contains("1 oversells in strong mode"),
-            "{v:?}"
-        );
-    }
-
-    #[test]
-    fn a_request_past_its_deadline_is_caught() {
-        let (cfg, mut reqs, snap) = clean();
-        reqs[1].latency_us = (cfg.market.request_timeout + LIVENESS_GRACE).as_micros() as u64 + 1;
-        let v = verdict(&cfg, &reqs, &snap, LIVENESS);
-        assert!(!v.ok && v.detail.contains("past its deadline"), "{v:?}");
     }
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Lamport;
 use crate::config::FaultKind;
-use crate::history::{Event, Outcome};
+use crate::history::{History, Outcome};
 use crate::membership::Happening;
 use crate::warehouse::store::Snapshot;
 use crate::wire::{NodeId, Side};
@@ -73,7 +73,7 @@ pub struct FailoverReport {
 impl FailoverReport {
     /// `began_us`/`ended_us`: wall times trading began and ended.
     pub fn build(
-        events: &[Event],
+        history: &History,
         store: &Snapshot,
         began_us: u64,
         ended_us: u64,
@@ -84,8 +84,7 @@ impl FailoverReport {
         let mut detections = Vec::new();
         let mut retried = BTreeSet::new();
         let mut retries = 0;
-        for e in events {
-            let Event::Failover(r) = e else { continue };
+        for r in &history.failover {
             match &r.what {
                 Happening::Elected { traders, .. } => {
                     *votes.entry(traders.clone()).or_default() += 1
@@ -124,14 +123,11 @@ impl FailoverReport {
             .unwrap_or_default();
 
         // Items shipped to buyers, by the time the buyer heard.
-        let shipped: Vec<(u64, u64)> = events
+        let shipped: Vec<(u64, u64)> = history
+            .requests
             .iter()
-            .filter_map(|e| match e {
-                Event::Request(r) if r.side == Side::Buy && r.outcome == Outcome::Ok => {
-                    Some((r.completed_us, u64::from(r.granted.0)))
-                }
-                _ => None,
-            })
+            .filter(|r| r.side == Side::Buy && r.outcome == Outcome::Ok)
+            .map(|r| (r.completed_us, u64::from(r.granted.0)))
             .collect();
         let per_s = |items: u64, from: u64, to: u64| {
             let secs = to.saturating_sub(from) as f64 / 1e6;
@@ -173,16 +169,15 @@ impl FailoverReport {
             .collect();
 
         let applied: HashMap<_, _> = store.applied.iter().copied().collect();
-        let lost = events
+        // As the checker judges it: shipped (or deposited) plus oversold.
+        let lost = history
+            .requests
             .iter()
-            .filter_map(|e| match e {
-                Event::Request(r) if r.outcome == Outcome::Ok => Some(r),
-                _ => None,
-            })
+            .filter(|r| r.outcome == Outcome::Ok)
             .filter(|r| {
                 applied
                     .get(&r.id)
-                    .is_none_or(|a| a.side != r.side || a.qty != r.granted)
+                    .is_none_or(|a| a.side != r.side || a.acknowledged() != r.granted)
             })
             .count() as u64;
         FailoverReport {

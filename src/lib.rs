@@ -40,9 +40,11 @@
 //!   with its journal and driver).
 //! - [`peer`]: buyers, sellers and the client they share.
 //! - [`market`]: the launcher behind `bazaar run`.
-//! - [`history`]: each node's log of requests, read back after the run.
-//! - [`check`]: the invariant checker.
-//! - [`report`]: `report.json` and the terminal summary.
+//! - [`history`]: each node's log of events (request invokes and completions,
+//!   flushes, elections, heartbeat verdicts, faults), read back after the run.
+//! - [`check`]: the invariant checker over the history and the final store.
+//! - [`report`]: `report.json`, the terminal summary, the plots and the
+//!   progress line.
 
 pub mod check;
 pub mod clock;

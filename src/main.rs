@@ -74,6 +74,8 @@ enum Cmd {
     },
     /// Check a run directory's history against the invariants (exit 1 if one fails).
     Check { run_dir: PathBuf },
+    /// Rebuild a run directory's report.json and plots, and print its summary.
+    Report { run_dir: PathBuf },
     /// Print the books of a stopped warehouse's data directory.
     Stock { data_dir: PathBuf },
     /// Print the default config, commented.
@@ -84,7 +86,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
-        Cmd::Run { .. } | Cmd::Check { .. } | Cmd::Stock { .. } | Cmd::Config
+        Cmd::Run { .. } | Cmd::Check { .. } | Cmd::Report { .. } | Cmd::Stock { .. } | Cmd::Config
     );
     let filter =
         std::env::var("BAZAAR_LOG").unwrap_or_else(|_| if quiet { "warn" } else { "info" }.into());
@@ -152,11 +154,10 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Check { run_dir } => {
             let cfg = Config::load(&run_dir.join("config.toml"))?;
             let dir = RunDir { root: run_dir };
-            let events = history::read_dir(&dir.history())?;
-            let requests: Vec<&history::Request> = history::requests(&events).collect();
+            let history = history::History::read_dir(&dir.history())?;
             let store = Store::snapshot(&dir.data_of(NodeId::WAREHOUSE))?;
             let unflushed = bazaar::market::read_unflushed(&cfg, &dir)?;
-            let verdicts = check::check_with_journals(&cfg, &requests, &store, &unflushed);
+            let verdicts = check::check(&cfg, &history, &store, &unflushed);
             for v in &verdicts {
                 println!(
                     "{:<28} {:<6} {}",
@@ -166,6 +167,15 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 );
             }
             Ok(if check::all_ok(&verdicts) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Report { run_dir } => {
+            let report = bazaar::report::Report::rebuild(&run_dir)?;
+            print!("{}", report.summary());
+            Ok(if check::all_ok(&report.checks) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

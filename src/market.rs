@@ -34,16 +34,13 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
 
-use crate::check;
 use crate::clock::Lamport;
 use crate::config::{Config, FaultKind, Role, Target};
-use crate::failover::FailoverReport;
 use crate::history::{self, Event};
 use crate::membership::{Happening, Record};
 use crate::node::AddressBook;
-use crate::report::Report;
+use crate::report::{Report, Trading};
 use crate::trader::journal::Journal;
-use crate::warehouse::store::Store;
 use crate::wire::{FlushEntry, NodeId};
 
 /// How long a child may take to bind and say `ready`.
@@ -113,6 +110,9 @@ impl RunDir {
     }
     pub fn report(&self) -> PathBuf {
         self.root.join("report.json")
+    }
+    pub fn plots(&self) -> PathBuf {
+        self.root.join("plots")
     }
 }
 
@@ -189,37 +189,7 @@ pub async fn run(cfg: &Config, runs_root: &Path, exe: &Path) -> anyhow::Result<R
     }
     let trading = result?;
 
-    let events = history::read_dir(&dir.history())?;
-    let requests: Vec<&history::Request> = history::requests(&events).collect();
-    let store = Store::snapshot(&dir.data_of(NodeId::WAREHOUSE))?;
-    let unflushed = read_unflushed(cfg, &dir)?;
-    let verdicts = check::check_with_journals(cfg, &requests, &store, &unflushed);
-    let mut report = Report::build(cfg, &dir.root, trading.elapsed, &requests, &store, verdicts)
-        .with_unflushed(&unflushed);
-    let failover = FailoverReport::build(
-        &events,
-        &store,
-        trading.began_us,
-        trading.began_us + trading.elapsed.as_micros() as u64,
-        &trading.traders,
-    );
-    if !failover.elected.is_empty()
-        && let Ok(roles) = cfg.roles_given(&failover.elected, false)
-    {
-        let with = |role| -> Vec<NodeId> {
-            roles
-                .iter()
-                .filter(|(_, r)| *r == role)
-                .map(|(n, _)| *n)
-                .collect()
-        };
-        report.traders = failover.elected.clone();
-        report.buyers = with(Role::Buyer);
-        report.sellers = with(Role::Seller);
-    }
-    report.failover = failover;
-    report.write_json(&dir.report())?;
-    Ok(report)
+    crate::report::finish(cfg, &dir, &trading)
 }
 
 /// What cached traders left in their journals, unflushed, when they stopped
@@ -289,15 +259,6 @@ fn forward(
             }
         }
     });
-}
-
-/// What the launcher saw of the trading.
-pub struct Trading {
-    /// Wall time trading began, µs since the Unix epoch.
-    pub began_us: u64,
-    pub elapsed: Duration,
-    /// The trader list the launcher last heard.
-    pub traders: Vec<NodeId>,
 }
 
 /// The launcher's view of the market while it trades.
@@ -462,6 +423,12 @@ async fn drive(cfg: &Config, dir: &RunDir, nodes: &mut [Launched]) -> anyhow::Re
     let mut rng = StdRng::seed_from_u64(cfg.market.seed ^ 0xFA17);
     let mut records = Vec::new();
     let mut interrupted = false;
+    // The progress line (a terminal only) until trading ends; dropping it clears it.
+    let progress = tokio::spawn(crate::report::progress::show(
+        dir.history(),
+        cfg.market.duration,
+        cfg.initial_traders(),
+    ));
     for f in &faults {
         let at = began + f.at;
         tokio::select! {
@@ -480,6 +447,8 @@ async fn drive(cfg: &Config, dir: &RunDir, nodes: &mut [Launched]) -> anyhow::Re
             _ = tokio::signal::ctrl_c() => eprintln!("interrupted: stopping the market"),
         }
     }
+    progress.abort();
+    let _ = progress.await; // the line is cleared before anything else prints
 
     // Stop every live peer at once, then wait for each one's history.
     let live: Vec<NodeId> = nodes
@@ -508,7 +477,7 @@ async fn drive(cfg: &Config, dir: &RunDir, nodes: &mut [Launched]) -> anyhow::Re
     Ok(Trading {
         began_us,
         elapsed: began.elapsed(),
-        traders: watcher.traders.clone(),
+        final_traders: watcher.traders.clone(),
     })
 }
 

@@ -271,8 +271,9 @@ pub enum IoMode {
     Inline,
 }
 
-/// A node's history file, shared by all its parts (see [`crate::history`]).
-pub type History = Arc<std::sync::Mutex<crate::history::Writer>>;
+/// A node's history file, shared by all its parts (see [`crate::history`]):
+/// `ctx.history.append(&event)` from any task.
+pub type History = Arc<crate::history::Writer>;
 
 /// Everything a node's role needs from its surroundings.
 #[derive(Clone)]
@@ -317,7 +318,7 @@ impl NodeContext {
         data_dir: PathBuf,
         history_dir: PathBuf,
     ) -> anyhow::Result<NodeContext> {
-        let history = crate::history::Writer::create(&history_dir, me).map_err(|e| {
+        let history = crate::history::Writer::for_node(&history_dir, me).map_err(|e| {
             anyhow::anyhow!(
                 "cannot create the history in {}: {e}",
                 history_dir.display()
@@ -330,7 +331,7 @@ impl NodeContext {
             book: Arc::new(book),
             clock: Arc::new(Clock::new()),
             traders: Arc::new(crate::membership::Membership::new(me)),
-            history: Arc::new(std::sync::Mutex::new(history)),
+            history: Arc::new(history),
             wedge: CancellationToken::new(),
             launched: false,
             transport,
@@ -369,5 +370,6 @@ pub async fn run(
     on_done();
     server.await?;
     ledger.join().await;
+    ctx.history.close(ctx.me)?;
     Ok(())
 }

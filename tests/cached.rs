@@ -17,7 +17,7 @@ use std::time::Duration;
 use bazaar::check;
 use bazaar::clock::Clock;
 use bazaar::config::Config;
-use bazaar::history::{self, Event, Outcome, Request};
+use bazaar::history::{self, Complete, Event, History, Invoke, Outcome, Request};
 use bazaar::link::Link;
 use bazaar::market::{RunDir, read_unflushed};
 use bazaar::net::Tcp;
@@ -125,7 +125,14 @@ fn strong_market_of_one_seller_and_three_buyers_never_oversells() {
     assert_all_checks_ok(&r);
     assert_eq!(r.oversells, 0);
     assert_eq!(r.undersells, 0);
-    assert!(r.oversold_buys.is_empty() && r.per_trader.is_empty());
+    assert!(r.oversold_buys.is_empty());
+    // Traders answered, and flushed nothing: there is no cache in strong mode.
+    assert!(!r.per_trader.is_empty());
+    assert!(
+        r.per_trader
+            .iter()
+            .all(|t| t.book.flushed == 0 && t.answered > 0)
+    );
     assert!(r.conserved);
     assert!(r.requests.buy.ok > 0);
 }
@@ -286,11 +293,33 @@ impl Probe {
     }
 
     fn write_history(&self, dir: &Path) {
-        let mut w = history::Writer::create(dir, self.me).unwrap();
+        let w = history::Writer::for_node(dir, self.me).unwrap();
         for r in &self.done {
-            w.append(&Event::Request(r.clone())).unwrap();
+            w.append(&Event::Invoke(Invoke {
+                id: r.id,
+                side: r.side,
+                product: r.product,
+                asked: r.asked,
+                trader: r.trader,
+                wall_us: r.invoked_us,
+                lamport: r.lamport_invoked,
+            }))
+            .unwrap();
+            w.append(&Event::Complete(Complete {
+                id: r.id,
+                side: r.side,
+                product: r.product,
+                asked: r.asked,
+                granted: r.granted,
+                trader: r.trader,
+                outcome: r.outcome.clone(),
+                wall_us: r.completed_us,
+                lamport: r.lamport_completed,
+                latency_us: r.latency_us,
+            }))
+            .unwrap();
         }
-        w.flush().unwrap();
+        w.close(self.me).unwrap();
     }
 }
 
@@ -416,9 +445,8 @@ flush_interval = "1h"
 
     let store = Store::snapshot(&run.data_of(NodeId::WAREHOUSE)).unwrap();
     let unflushed = read_unflushed(&cfg, &run).unwrap();
-    let events = history::read_dir(&run.history()).unwrap();
-    let requests: Vec<&Request> = history::requests(&events).collect();
-    let verdicts = check::check_with_journals(&cfg, &requests, &store, &unflushed);
+    let history = History::read_dir(&run.history()).unwrap();
+    let verdicts = check::check(&cfg, &history, &store, &unflushed);
     AfterKill {
         cfg,
         acked,

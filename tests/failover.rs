@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bazaar::config::{Config, Role};
-use bazaar::history::{self, Event, Outcome};
+use bazaar::history::{self, Outcome};
 use bazaar::link::Link;
 use bazaar::membership::{Happening, Membership};
 use bazaar::net::{BoxFuture, Tcp, Transport};
@@ -279,10 +279,13 @@ async fn retry_is_answered_from_the_record() {
     assert_eq!(store.applied.len(), 1);
     assert_eq!(store.applied[0].0, req.id);
 
-    let events = history::read_dir(&dir.path().join("history")).unwrap();
-    let retried = events.iter().any(|e| {
-        matches!(e, Event::Failover(r) if matches!(&r.what,
-            Happening::Retried { id, from, .. } if *id == req.id && *from == NodeId(2)))
+    let history = history::History::read_dir(&dir.path().join("history")).unwrap();
+    let retried = history.retries().any(|(id, r)| {
+        id == req.id && matches!(&r.what, Happening::Retried { from, .. } if *from == NodeId(2))
     });
-    assert!(retried, "the retry is in the buyer's history: {events:?}");
+    assert!(
+        retried,
+        "the retry is in the buyer's history: {:?}",
+        history.failover
+    );
 }

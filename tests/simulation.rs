@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use bazaar::check;
 use bazaar::config::{Config, Role};
-use bazaar::history;
-use bazaar::membership::{Happening, Record};
+use bazaar::history::{self, History};
+use bazaar::membership::Happening;
 use bazaar::net::{BoxFuture, BoxStream, Listener, Transport};
 use bazaar::node::{self, AddressBook, IoMode, NodeContext, ServeOptions};
 use bazaar::warehouse::store::Store;
@@ -136,12 +136,10 @@ fn simulate(
 }
 
 /// Runs the checker over a simulated run's histories and the warehouse's store.
-fn verdicts(cfg: &Config, dir: &Path) -> (Vec<check::Verdict>, Vec<history::Request>) {
-    let events = history::read_dir(&dir.join("history")).unwrap();
-    let requests: Vec<history::Request> = history::requests(&events).cloned().collect();
-    let refs: Vec<&history::Request> = requests.iter().collect();
+fn verdicts(cfg: &Config, dir: &Path) -> (Vec<check::Verdict>, History) {
+    let history = History::read_dir(&dir.join("history")).unwrap();
     let store = Store::snapshot(&dir.join("data").join(NodeId::WAREHOUSE.to_string())).unwrap();
-    (check::check(cfg, &refs, &store), requests)
+    (check::check(cfg, &history, &store, &[]), history)
 }
 
 fn traders_buyers_sellers(cfg: &Config) -> usize {
@@ -177,6 +175,7 @@ fn a_strong_market_in_simulated_time_holds_every_invariant() {
     // 20 simulated seconds of the default workload: 2 sellers x 10 sells/s,
     // less the ticks a slow answer (up to 4 simulated hops) pushed back.
     let sells = requests
+        .requests
         .iter()
         .filter(|r| r.side == bazaar::wire::Side::Sell)
         .count();
@@ -208,18 +207,12 @@ fn a_trader_cut_off_from_the_warehouse_fails_over_and_loses_no_ack() {
         },
         done,
     );
-    let (verdicts, requests) = verdicts(&cfg, &dir);
+    let (verdicts, history) = verdicts(&cfg, &dir);
     assert!(check::all_ok(&verdicts), "{verdicts:#?}");
-    let events = history::read_dir(&dir.join("history")).unwrap();
     // The last request each client moved away from trader 6.
     let mut last_retried: BTreeMap<NodeId, u64> = BTreeMap::new();
-    for e in &events {
-        if let history::Event::Failover(Record {
-            what: Happening::Retried { id, from, .. },
-            ..
-        }) = e
-            && *from == NodeId(6)
-        {
+    for (id, r) in history.retries() {
+        if matches!(&r.what, Happening::Retried { from, .. } if *from == NodeId(6)) {
             let last = last_retried.entry(id.node).or_default();
             *last = (*last).max(id.seq);
         }
@@ -229,7 +222,7 @@ fn a_trader_cut_off_from_the_warehouse_fails_over_and_loses_no_ack() {
         "the partition made no client fail over"
     );
     // After the repair trader 6 reconnects to the warehouse and trades again.
-    let recovered = requests.iter().any(|r| {
+    let recovered = history.requests.iter().any(|r| {
         r.trader == NodeId(6)
             && r.outcome == history::Outcome::Ok
             && last_retried.get(&r.id.node).is_some_and(|&s| r.id.seq > s)
@@ -273,7 +266,7 @@ fn the_same_seed_replays_the_same_run() {
         let (verdicts, requests) = verdicts(&cfg, &dir);
         assert!(check::all_ok(&verdicts), "{verdicts:#?}");
         std::fs::remove_dir_all(dir).ok();
-        trace(&requests)
+        trace(&requests.requests)
     };
     let first = run(3);
     assert_eq!(first, run(3), "seed 3 did not replay");

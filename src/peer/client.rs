@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::Traders;
 use super::service::record;
 use crate::clock::Clock;
-use crate::history::{self, Event, Outcome, Request};
+use crate::history::{self, Complete, Event, Invoke, Outcome, Request};
 use crate::link::{CallError, Link};
 use crate::membership::Happening;
 use crate::node::{History, NodeContext};
@@ -98,7 +98,7 @@ impl Client {
     }
 
     /// Makes one request at a random live trader, fails over to another if
-    /// that one dies, and records it.
+    /// that one dies, and records its invoke, any retries, and its completion.
     pub async fn request(&mut self, side: Side, product: ProductId, qty: Qty) -> Request {
         let id = RequestId {
             node: self.me,
@@ -115,6 +115,16 @@ impl Client {
         let started = Instant::now();
         let deadline = started + self.timeout;
         let mut tried = BTreeSet::new();
+        let mut first = self.pick_trader(&tried);
+        self.history.record(&Event::Invoke(Invoke {
+            id,
+            side,
+            product,
+            asked: qty,
+            trader: first.unwrap_or_default(),
+            wall_us: invoked_us,
+            lamport: lamport_invoked,
+        }));
         let mut trader = None;
         let mut last_error = String::from("no trader is known to be alive");
         let mut attempts = 0;
@@ -135,7 +145,7 @@ impl Client {
                     Qty(0),
                 );
             }
-            let Some(t) = self.pick_trader(&tried) else {
+            let Some(t) = first.take().or_else(|| self.pick_trader(&tried)) else {
                 // Every live trader failed this request, or none is known:
                 // wait for the list to change (message 8) or a short pause.
                 let mut rx = self.traders.subscribe();
@@ -179,14 +189,18 @@ impl Client {
             lamport_invoked,
             lamport_completed: self.clock.tick(),
         };
-        if let Err(e) = self
-            .history
-            .lock()
-            .expect("history")
-            .append(&Event::Request(req.clone()))
-        {
-            tracing::error!("cannot write history: {e}");
-        }
+        self.history.record(&Event::Complete(Complete {
+            id,
+            side,
+            product,
+            asked: qty,
+            granted: req.granted,
+            trader: req.trader,
+            outcome: req.outcome.clone(),
+            wall_us: req.completed_us,
+            lamport: req.lamport_completed,
+            latency_us: req.latency_us,
+        }));
         if let Outcome::Refused(r) | Outcome::Failed(r) = &req.outcome {
             tracing::warn!(%id, "{side:?} failed: {r}");
         }
@@ -261,7 +275,7 @@ impl Client {
 
     /// Writes out the history.
     pub fn finish(self) -> anyhow::Result<()> {
-        self.history.lock().expect("history").flush()?;
+        self.history.flush()?;
         Ok(())
     }
 }

@@ -49,7 +49,7 @@ pub fn record(ctx: &NodeContext, what: Happening) {
         by: Some(ctx.me),
         what,
     };
-    let mut h = ctx.history.lock().expect("history");
+    let h = &ctx.history;
     if let Err(e) = h.append(&Event::Failover(r)).and_then(|_| h.flush()) {
         tracing::error!("cannot write history: {e}");
     }
@@ -428,7 +428,7 @@ pub async fn run(
         crate::peer::trade(&ctx, role, work).await?;
     }
     stop_work.cancelled().await;
-    ctx.history.lock().expect("history").flush()?;
+    ctx.history.flush()?;
     on_done();
     server.await?;
     svc.trader.stop().await;

@@ -1,21 +1,64 @@
-//! The run's report: `report.json` and the terminal summary, both built from
-//! the same [`Report`], which is built from the histories, the warehouse's
-//! final store and the checker's verdicts.
+//! The run's report: `report.json`, the terminal summary and the plots, all
+//! built from the same [`Report`], which is built from the histories, the
+//! warehouse's final store, what cached traders left in their journals and
+//! the checker's verdicts. The README's section "The report" documents
+//! `report.json` field by field; keep them together.
 
+pub mod plots;
+pub mod progress;
 pub mod summary;
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::check::Verdict;
+use crate::check::{self, Verdict};
 use crate::config::{Config, Mode, Role};
-use crate::history::{Outcome, Request};
+use crate::failover::FailoverReport;
+use crate::history::{History, Outcome};
+use crate::market::RunDir;
 use crate::warehouse::ledger::{Applied, TraderBook};
-use crate::warehouse::store::Snapshot;
+use crate::warehouse::store::{Snapshot, Store};
 use crate::wire::{FlushEntry, NodeId, Qty, RequestId, Side};
+
+/// How the trading went, as the launcher saw it: what the report needs
+/// beyond the run directory.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Trading {
+    /// From the start of trading to its end.
+    pub elapsed: Duration,
+    /// Wall time trading began, µs since the Unix epoch.
+    pub began_us: u64,
+    /// The trader list the launcher last heard.
+    pub final_traders: Vec<NodeId>,
+}
+
+/// The end of a run: reads its histories, the warehouse's store and the
+/// cached traders' journals, runs the checker, builds the report, draws the
+/// plots (a plot that fails is a warning, not a failed run) and writes
+/// `report.json`.
+pub fn finish(cfg: &Config, dir: &RunDir, trading: &Trading) -> anyhow::Result<Report> {
+    let history = History::read_dir(&dir.history())?;
+    let store = Store::snapshot(&dir.data_of(NodeId::WAREHOUSE))?;
+    let unflushed = crate::market::read_unflushed(cfg, dir)?;
+    let verdicts = check::check(cfg, &history, &store, &unflushed);
+    let mut report = Report::build(cfg, &dir.root, trading, &history, &store, verdicts)
+        .with_unflushed(&unflushed);
+    match plots::write(&dir.plots(), &report, &history) {
+        Ok(files) => {
+            report.plots = files
+                .iter()
+                .map(|f| f.strip_prefix(&dir.root).unwrap_or(f).to_path_buf())
+                .collect()
+        }
+        Err(e) => eprintln!("warning: no plots: {e:#}"),
+    }
+    report.write_json(&dir.report())?;
+    Ok(report)
+}
 
 /// Requests of one kind, by outcome.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -35,7 +78,53 @@ impl Outcomes {
 pub struct Requests {
     pub buy: Outcomes,
     pub sell: Outcomes,
+    /// Invoked and never answered, by a client that stopped cleanly.
+    pub unanswered: u64,
+    /// Invoked and cut short by their client's death.
+    pub interrupted: u64,
+    /// Requests retried at another trader (failover), counted once each.
+    pub retried: u64,
+    /// Acknowledged requests the warehouse does not have (the checker's
+    /// "no lost acknowledged request" offenders).
+    pub lost: u64,
 }
+
+/// What one trader did: what it answered (from its clients' histories) and,
+/// in cached mode, what the warehouse made of its flushes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TraderReport {
+    pub trader: NodeId,
+    /// Requests this trader answered (ok or refused).
+    pub answered: u64,
+    /// Items its granted buys came to, as the buyers were told.
+    pub granted: u64,
+    /// Cached mode: its flushes as the warehouse applied them.
+    #[serde(flatten)]
+    pub book: TraderBook,
+}
+
+/// One acknowledged buy the warehouse judged against its trader's cache.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JudgedBuy {
+    pub id: RequestId,
+    /// What the warehouse really shipped.
+    pub shipped: Qty,
+    /// Granted by the trader and not shipped (oversell).
+    pub oversold: Qty,
+    /// Not granted by the trader though the warehouse had it (undersell).
+    pub undersold: Qty,
+}
+
+/// Requests a cached trader acknowledged and left unflushed in its journal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Unflushed {
+    pub trader: NodeId,
+    pub requests: u64,
+    pub ids: Vec<RequestId>,
+}
+
+/// The longest latency the report tells apart (µs); longer ones count as this.
+const LATENCY_MAX_US: u64 = 3_600_000_000;
 
 /// Latency of answered requests, in milliseconds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -62,34 +151,6 @@ pub struct ProductReport {
     pub conserved: bool,
 }
 
-/// What the warehouse made of one cached trader's flushes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TraderReport {
-    pub trader: NodeId,
-    #[serde(flatten)]
-    pub book: TraderBook,
-}
-
-/// One acknowledged buy the warehouse judged against its trader's cache.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct JudgedBuy {
-    pub id: RequestId,
-    /// What the warehouse really shipped.
-    pub shipped: Qty,
-    /// Granted by the trader and not shipped (oversell).
-    pub oversold: Qty,
-    /// Not granted by the trader though the warehouse had it (undersell).
-    pub undersold: Qty,
-}
-
-/// Requests a cached trader acknowledged and left unflushed in its journal.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Unflushed {
-    pub trader: NodeId,
-    pub requests: u64,
-    pub ids: Vec<RequestId>,
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Throughput {
     /// Answered requests (ok or refused) per second of trading.
@@ -107,6 +168,9 @@ pub struct Report {
     pub run_dir: PathBuf,
     /// Seconds from the start of trading to its end.
     pub duration_s: f64,
+    /// Wall time trading began, µs since the Unix epoch.
+    #[serde(default)]
+    pub began_us: u64,
     pub peers: u32,
     pub traders: Vec<NodeId>,
     pub buyers: Vec<NodeId>,
@@ -124,7 +188,7 @@ pub struct Report {
     pub oversell_rate: f64,
     /// Undersold buys / all buys.
     pub undersell_rate: f64,
-    /// Cached mode: oversells and undersells per trader.
+    /// Per trader: what it answered, and (cached mode) its flushes.
     pub per_trader: Vec<TraderReport>,
     /// Cached mode: every acknowledged buy that was oversold, with what it lacked.
     pub oversold_buys: Vec<JudgedBuy>,
@@ -142,19 +206,37 @@ pub struct Report {
     pub checks: Vec<Verdict>,
     /// Election, faults, detections, retries, lost requests.
     #[serde(default)]
-    pub failover: crate::failover::FailoverReport,
+    pub failover: FailoverReport,
+    /// The plot files written, relative to the run directory.
+    #[serde(default)]
+    pub plots: Vec<PathBuf>,
 }
 
 impl Report {
     pub fn build(
         cfg: &Config,
         run_dir: &Path,
-        trading: Duration,
-        requests: &[&Request],
+        trading: &Trading,
+        history: &History,
         store: &Snapshot,
         checks: Vec<Verdict>,
     ) -> Report {
-        let roles = cfg.roles_of_peers().unwrap_or_default();
+        let failover = FailoverReport::build(
+            history,
+            store,
+            trading.began_us,
+            trading.began_us + trading.elapsed.as_micros() as u64,
+            &trading.final_traders,
+        );
+        // Roles as the election made them (the config's defaults if no peer
+        // recorded a result).
+        let roles = if failover.elected.is_empty() {
+            cfg.roles_of_peers().unwrap_or_default()
+        } else {
+            cfg.roles_given(&failover.elected, false)
+                .or_else(|_| cfg.roles_of_peers())
+                .unwrap_or_default()
+        };
         let with = |role| -> Vec<NodeId> {
             roles
                 .iter()
@@ -163,8 +245,18 @@ impl Report {
                 .collect()
         };
         let mut counts = Requests::default();
-        let mut latency = Histogram::<u64>::new(3).expect("3 significant figures is valid");
-        for r in requests {
+        let mut per_trader: BTreeMap<NodeId, TraderReport> = BTreeMap::new();
+        fn trader(map: &mut BTreeMap<NodeId, TraderReport>, t: NodeId) -> &mut TraderReport {
+            map.entry(t).or_insert_with(|| TraderReport {
+                trader: t,
+                ..TraderReport::default()
+            })
+        }
+        // Bounded on purpose: an auto-resizing histogram does not resize on
+        // `saturating_record`, it clamps (to 2 ms when new).
+        let mut latency = Histogram::<u64>::new_with_bounds(1, LATENCY_MAX_US, 3)
+            .expect("1 µs to an hour at 3 significant figures is valid");
+        for r in &history.requests {
             let o = match r.side {
                 Side::Buy => &mut counts.buy,
                 Side::Sell => &mut counts.sell,
@@ -176,8 +268,27 @@ impl Report {
             }
             if !matches!(r.outcome, Outcome::Failed(_)) {
                 latency.saturating_record(r.latency_us.max(1));
+                let t = trader(&mut per_trader, r.trader);
+                t.answered += 1;
+                if r.side == Side::Buy && r.outcome == Outcome::Ok {
+                    t.granted += u64::from(r.granted.0);
+                }
             }
         }
+        for (t, book) in &store.traders {
+            trader(&mut per_trader, *t).book = *book;
+        }
+        counts.unanswered = history.unanswered.iter().filter(|u| u.closed).count() as u64;
+        counts.interrupted = history.unanswered.len() as u64 - counts.unanswered;
+        counts.retried = history
+            .retries()
+            .map(|(id, _)| id)
+            .collect::<HashSet<_>>()
+            .len() as u64;
+        counts.lost = checks
+            .iter()
+            .find(|v| v.invariant == check::NO_LOST_ACK)
+            .map_or(0, |v| v.offenders);
         let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
         let products: Vec<ProductReport> = cfg
             .products
@@ -223,14 +334,15 @@ impl Report {
             v.sort_by_key(|j| j.id);
             v
         };
-        let secs = trading.as_secs_f64().max(1e-9);
+        let secs = trading.elapsed.as_secs_f64().max(1e-9);
         let answered = counts.buy.ok + counts.buy.refused + counts.sell.ok + counts.sell.refused;
         Report {
             name: cfg.market.name.clone(),
             mode: cfg.market.mode,
             seed: cfg.market.seed,
             run_dir: run_dir.to_path_buf(),
-            duration_s: trading.as_secs_f64(),
+            duration_s: trading.elapsed.as_secs_f64(),
+            began_us: trading.began_us,
             peers: cfg.market.peers,
             traders: with(Role::Trader),
             buyers: with(Role::Buyer),
@@ -242,14 +354,7 @@ impl Report {
             buys,
             oversell_rate: rate(oversells),
             undersell_rate: rate(undersells),
-            per_trader: store
-                .traders
-                .iter()
-                .map(|(t, b)| TraderReport {
-                    trader: *t,
-                    book: *b,
-                })
-                .collect(),
+            per_trader: per_trader.into_values().collect(),
             oversold_buys: judged(|a| a.oversold.0 > 0),
             undersold_buys: judged(|a| a.undersold.0 > 0),
             unflushed: Vec::new(),
@@ -266,7 +371,8 @@ impl Report {
             conserved: !products.is_empty() && products.iter().all(|p| p.conserved),
             products,
             checks,
-            failover: Default::default(),
+            failover,
+            plots: Vec::new(),
         }
     }
 
@@ -288,8 +394,90 @@ impl Report {
         self
     }
 
+    /// The report of a run directory as it is now: `bazaar report RUN_DIR`.
+    /// The trading time is the one its `report.json` gives, or else the
+    /// config's duration.
+    pub fn rebuild(run_dir: &Path) -> anyhow::Result<Report> {
+        let dir = RunDir {
+            root: run_dir.to_path_buf(),
+        };
+        let cfg = Config::load(&dir.config())?;
+        let trading = std::fs::read_to_string(dir.report())
+            .ok()
+            .and_then(|text| serde_json::from_str::<Report>(&text).ok())
+            .map_or_else(
+                || Trading {
+                    elapsed: cfg.market.duration,
+                    ..Trading::default()
+                },
+                |r| Trading {
+                    elapsed: Duration::from_secs_f64(r.duration_s.max(0.0)),
+                    began_us: r.began_us,
+                    final_traders: r.failover.final_traders,
+                },
+            );
+        finish(&cfg, &dir, &trading)
+    }
+
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(self)? + "\n")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Lamport;
+    use crate::history::Request;
+    use crate::warehouse::ledger::Ledger;
+    use crate::wire::{ProductId, Qty, RequestId};
+
+    #[test]
+    fn latency_percentiles_are_not_clamped() {
+        let requests = (1..=100u64)
+            .map(|seq| Request {
+                id: RequestId {
+                    node: NodeId(1),
+                    seq,
+                },
+                side: Side::Sell,
+                product: ProductId(0),
+                asked: Qty(1),
+                granted: Qty(1),
+                trader: NodeId(5),
+                outcome: Outcome::Ok,
+                invoked_us: 0,
+                completed_us: seq * 1000,
+                latency_us: seq * 1000, // 1 ms .. 100 ms
+                lamport_invoked: Lamport(1),
+                lamport_completed: Lamport(2),
+            })
+            .collect();
+        let history = History {
+            requests,
+            ..History::default()
+        };
+        let store = Snapshot {
+            books: Ledger::new(&[50]).books,
+            ..Snapshot::default()
+        };
+        let r = Report::build(
+            &Config::default(),
+            Path::new("run"),
+            &Trading {
+                elapsed: Duration::from_secs(1),
+                ..Trading::default()
+            },
+            &history,
+            &store,
+            Vec::new(),
+        );
+        let l = &r.latency;
+        assert!((l.p50_ms - 50.0).abs() < 0.1, "{l:?}");
+        assert!((l.p99_ms - 99.0).abs() < 0.1, "{l:?}");
+        assert!((l.max_ms - 100.0).abs() < 0.1, "{l:?}");
+        assert_eq!(r.per_trader.len(), 1);
+        assert_eq!(r.per_trader[0].answered, 100);
     }
 }

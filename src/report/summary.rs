@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use super::Report;
+use crate::config::Mode;
 use crate::wire::NodeId;
 
 fn ids(nodes: &[NodeId]) -> String {
@@ -39,26 +40,16 @@ impl Report {
         let _ = writeln!(s, "Oversell {} times!", self.oversells);
         let _ = writeln!(s, "Sell out {} items!", self.shipped);
         let _ = writeln!(s);
-        let _ = writeln!(
-            s,
-            "  oversells   {} of {} buys ({:.1}%); undersells {} ({:.1}%)",
-            self.oversells,
-            self.buys,
-            100.0 * self.oversell_rate,
-            self.undersells,
-            100.0 * self.undersell_rate
-        );
-        for t in &self.per_trader {
+        let cached = self.mode == Mode::Cached;
+        if cached {
             let _ = writeln!(
                 s,
-                "  trader {:<4} {} flushed, {} buys: {} oversells ({} items), {} undersells ({} items)",
-                t.trader.0,
-                t.book.flushed,
-                t.book.buys,
-                t.book.oversells,
-                t.book.oversold,
-                t.book.undersells,
-                t.book.undersold
+                "  oversells   {} of {} buys ({:.1}%); undersells {} ({:.1}%)",
+                self.oversells,
+                self.buys,
+                100.0 * self.oversell_rate,
+                self.undersells,
+                100.0 * self.undersell_rate
             );
         }
         for u in &self.unflushed {
@@ -73,6 +64,25 @@ impl Report {
             "  requests    buy {} ok, {} refused, {} failed; sell {} ok, {} refused, {} failed",
             r.buy.ok, r.buy.refused, r.buy.failed, r.sell.ok, r.sell.refused, r.sell.failed
         );
+        let _ = writeln!(
+            s,
+            "  answers     {} never answered, {} cut short by their client's death, {} retried at another trader, {} acknowledged and lost",
+            r.unanswered, r.interrupted, r.retried, r.lost
+        );
+        for t in &self.per_trader {
+            let mut line = format!(
+                "  trader      {}: {} answered, {} items granted",
+                t.trader, t.answered, t.granted
+            );
+            if cached {
+                let b = &t.book;
+                line.push_str(&format!(
+                    "; {} flushed, {} buys: {} oversells ({} items), {} undersells ({} items)",
+                    b.flushed, b.buys, b.oversells, b.oversold, b.undersells, b.undersold
+                ));
+            }
+            let _ = writeln!(s, "{line}");
+        }
         let _ = writeln!(
             s,
             "  throughput  {:.1} requests/s, {:.1} items shipped/s",
@@ -147,6 +157,13 @@ impl Report {
                 v.invariant,
                 mark(v.ok),
                 v.detail
+            );
+        }
+        if !self.plots.is_empty() {
+            let _ = writeln!(
+                s,
+                "  plots       {}",
+                self.run_dir.join("plots").join("*.png").display()
             );
         }
         let _ = writeln!(s, "  run dir     {}", self.run_dir.display());

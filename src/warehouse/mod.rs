@@ -14,10 +14,15 @@ pub mod flush;
 pub mod ledger;
 pub mod store;
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::{Clock, Lamport};
+use crate::history::{self, Event};
 use crate::net::BoxFuture;
-use crate::node::{Handler, IoMode, NodeContext, not_for_role};
+use crate::node::{Handler, History, IoMode, NodeContext, not_for_role};
 use crate::wire::{Body, FlushEntry, NodeId, Order, Refusal, RequestId, Side};
 use ledger::Ledger;
 use store::{Change, Outcome, Store};
@@ -74,7 +79,12 @@ impl Warehouse {
         let (store, ledger) = Store::open(&ctx.data_dir, &initial)?;
         tracing::info!(stock = ?ledger.stock(), "warehouse open");
         let (jobs, mut rx) = mpsc::channel(LEDGER_QUEUE);
-        let mut books = Books { store, ledger };
+        let mut books = Books {
+            store,
+            ledger,
+            history: ctx.history.clone(),
+            clock: ctx.clock.clone(),
+        };
         let runner = match ctx.io {
             IoMode::Threaded => {
                 LedgerRunner::Thread(std::thread::Builder::new().name("ledger".into()).spawn(
@@ -164,6 +174,9 @@ impl Handler for Warehouse {
 struct Books {
     store: Store,
     ledger: Ledger,
+    /// Where each applied cache flush is recorded (`flush` events).
+    history: History,
+    clock: Arc<Clock>,
 }
 
 impl Drop for Books {
@@ -177,7 +190,6 @@ impl Books {
     /// applies them in one transaction and answers each.
     fn settle(&mut self, first: Job, rx: &mut mpsc::Receiver<Job>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        let (store, ledger) = (&self.store, &mut self.ledger);
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -195,37 +207,52 @@ impl Books {
             })
             .collect();
         let direct = changes.len();
-        let flushes: Vec<(NodeId, Vec<FlushEntry>)> = batch
-            .iter_mut()
-            .filter_map(|j| match j {
-                Job::Flush {
-                    trader, entries, ..
-                } => Some((*trader, std::mem::take(entries))),
-                _ => None,
-            })
-            .collect();
+        let mut flushes = Vec::new();
+        let mut tallies = Vec::new();
+        for job in &mut batch {
+            if let Job::Flush {
+                id,
+                trader,
+                entries,
+                ..
+            } = job
+            {
+                tallies.push(FlushTally::new(*trader, *id, entries));
+                flushes.push((*trader, std::mem::take(entries)));
+            }
+        }
         changes.extend(
             flush::lamport_order(flushes)
                 .into_iter()
                 .map(|(trader, entry)| Change::Flushed { trader, entry }),
         );
-        let before = ledger.clone();
+        let before = self.ledger.clone();
         let outcomes = if changes.is_empty() {
             Ok(Vec::new())
         } else {
-            store.apply(ledger, &changes)
+            self.store.apply(&mut self.ledger, &changes)
         };
-        let committed = outcomes.is_ok();
-        let mut outcomes = match outcomes {
-            Ok(o) => o.into_iter().take(direct),
+        let outcomes = match outcomes {
+            Ok(o) => {
+                self.record_flushes(tallies, &changes[direct..], &o[direct..]);
+                Some(o)
+            }
             Err(e) => {
                 tracing::error!("commit failed, {} changes refused: {e}", changes.len());
-                *ledger = before;
-                Vec::new().into_iter().take(0)
+                self.ledger = before;
+                None
             }
         };
-        let stock = ledger.stock();
-        for job in batch.drain(..) {
+        self.answer(batch, outcomes.as_deref().map(|o| &o[..direct]));
+    }
+
+    /// Answers every job of a batch; `direct` holds the outcomes of its
+    /// direct changes in order, or `None` if the batch was not committed.
+    fn answer(&self, batch: Vec<Job>, direct: Option<&[Outcome]>) {
+        let stock = self.ledger.stock();
+        let committed = direct.is_some();
+        let mut outcomes = direct.unwrap_or_default().iter();
+        for job in batch {
             match job {
                 Job::Lookup(id, tx) => {
                     let _ = tx.send(Body::Stock {
@@ -253,7 +280,7 @@ impl Books {
                     let reply = match outcomes.next() {
                         Some(Outcome::Stale { last }) => Body::Refused {
                             id,
-                            reason: Refusal::Stale { id, last },
+                            reason: Refusal::Stale { id, last: *last },
                         },
                         Some(Outcome::Applied(a) | Outcome::Replayed(a)) => match a.side {
                             Side::Buy => Body::Granted { id, qty: a.qty },
@@ -269,6 +296,60 @@ impl Books {
                     let _ = tx.send(reply);
                 }
             }
+        }
+    }
+
+    /// Writes a `flush` history event per committed cache flush: its
+    /// requests and what of them the warehouse could not fill. A replayed
+    /// entry (a flush retried) was counted when it was first applied.
+    fn record_flushes(
+        &self,
+        mut tallies: Vec<FlushTally>,
+        flushed: &[Change],
+        outcomes: &[Outcome],
+    ) {
+        for (c, o) in flushed.iter().zip(outcomes) {
+            let (Change::Flushed { trader, entry }, Outcome::Applied(a)) = (c, o) else {
+                continue;
+            };
+            if a.oversold.0 == 0 {
+                continue;
+            }
+            if let Some(t) = tallies
+                .iter_mut()
+                .find(|t| t.event.trader == *trader && t.ids.contains(&entry.order.id))
+            {
+                t.event.oversells += 1;
+                t.event.oversold += u64::from(a.oversold.0);
+            }
+        }
+        for mut t in tallies {
+            t.event.wall_us = history::wall_us();
+            t.event.lamport = self.clock.tick();
+            self.history.record(&Event::Flush(t.event));
+        }
+    }
+}
+
+/// One cache flush of a batch, as the history will tell it.
+struct FlushTally {
+    event: history::Flush,
+    ids: HashSet<RequestId>,
+}
+
+impl FlushTally {
+    fn new(trader: NodeId, id: RequestId, entries: &[FlushEntry]) -> Self {
+        FlushTally {
+            event: history::Flush {
+                trader,
+                id,
+                requests: entries.len() as u32,
+                oversells: 0,
+                oversold: 0,
+                wall_us: 0,
+                lamport: Lamport(0),
+            },
+            ids: entries.iter().map(|e| e.order.id).collect(),
         }
     }
 }

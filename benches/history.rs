@@ -1,0 +1,167 @@
+//! What writing the history costs the hot path.
+//!
+//! - `history_append`: building N request events (invoke + completion) and
+//!   appending them to a history file, against building them and writing
+//!   nothing: the cost of one event.
+//! - `request_round_trip`: N buys over loopback TCP through a real [`Link`]
+//!   to a node that grants them at once, with the client's invoke and
+//!   completion appended to a history file per request, against the same
+//!   requests without history: what the history adds to a request.
+//!
+//! Run: `cargo bench --bench history`. The README quotes the numbers.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use tokio_util::sync::CancellationToken;
+
+use bazaar::clock::{Clock, Lamport};
+use bazaar::history::{self, Complete, Event, Invoke, Outcome, Writer};
+use bazaar::link::Link;
+use bazaar::net::{BoxFuture, Tcp};
+use bazaar::node::{Handler, ServeOptions, serve};
+use bazaar::wire::{Body, NodeId, Order, ProductId, Qty, RequestId, Side};
+
+const N: u64 = 1000;
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+fn invoke(id: RequestId) -> Event {
+    Event::Invoke(Invoke {
+        id,
+        side: Side::Buy,
+        product: ProductId(0),
+        asked: Qty(3),
+        trader: NodeId(6),
+        wall_us: history::wall_us(),
+        lamport: Lamport(id.seq * 2),
+    })
+}
+
+fn complete(id: RequestId, latency_us: u64) -> Event {
+    Event::Complete(Complete {
+        id,
+        side: Side::Buy,
+        product: ProductId(0),
+        asked: Qty(3),
+        granted: Qty(3),
+        trader: NodeId(6),
+        outcome: Outcome::Ok,
+        wall_us: history::wall_us(),
+        lamport: Lamport(id.seq * 2 + 1),
+        latency_us,
+    })
+}
+
+fn id(seq: u64) -> RequestId {
+    RequestId {
+        node: NodeId(1),
+        seq,
+    }
+}
+
+fn append(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let writer = Writer::for_node(dir.path(), NodeId(1)).expect("history file");
+    let mut g = c.benchmark_group("history_append");
+    g.throughput(Throughput::Elements(2 * N));
+    g.bench_function(BenchmarkId::new("build only", N), |b| {
+        b.iter(|| {
+            for seq in 0..N {
+                black_box(invoke(id(seq)));
+                black_box(complete(id(seq), 700));
+            }
+        })
+    });
+    g.bench_function(BenchmarkId::new("build and append", N), |b| {
+        b.iter(|| {
+            for seq in 0..N {
+                writer.append(&invoke(id(seq))).expect("append");
+                writer.append(&complete(id(seq), 700)).expect("append");
+            }
+        })
+    });
+    g.finish();
+}
+
+/// A node that grants every buy at once.
+struct Grant;
+
+impl Handler for Grant {
+    fn handle(&self, _from: NodeId, body: Body) -> BoxFuture<'_, Option<Body>> {
+        Box::pin(async move {
+            match body {
+                Body::Buy(o) => Some(Body::Granted {
+                    id: o.id,
+                    qty: o.qty,
+                }),
+                _ => None,
+            }
+        })
+    }
+}
+
+fn round_trip(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let stop = CancellationToken::new();
+    let transport = Tcp::shared();
+    let addr = rt.block_on(async {
+        let listener = transport
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(serve(
+            listener,
+            NodeId(6),
+            Arc::new(Clock::new()),
+            Arc::new(Grant),
+            ServeOptions::default(),
+            stop.clone(),
+        ));
+        addr
+    });
+    let link = Link::new(
+        NodeId(1),
+        NodeId(6),
+        addr,
+        transport.clone(),
+        Arc::new(Clock::new()),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let writer = Writer::for_node(dir.path(), NodeId(1)).expect("history file");
+    let mut seq = 0u64;
+    let mut buy = |history: Option<&Writer>| {
+        seq += 1;
+        let id = id(seq);
+        let started = std::time::Instant::now();
+        if let Some(w) = history {
+            w.append(&invoke(id)).expect("append");
+        }
+        let order = Order {
+            id,
+            product: ProductId(0),
+            qty: Qty(3),
+        };
+        let reply = rt.block_on(link.call(Body::Buy(order), TIMEOUT));
+        assert!(matches!(reply, Ok(Body::Granted { .. })), "{reply:?}");
+        if let Some(w) = history {
+            let latency = started.elapsed().as_micros() as u64;
+            w.append(&complete(id, latency)).expect("append");
+        }
+    };
+    let mut g = c.benchmark_group("request_round_trip");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("without history", |b| b.iter(|| buy(None)));
+    g.bench_function("with history", |b| b.iter(|| buy(Some(&writer))));
+    g.finish();
+    stop.cancel();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(5));
+    targets = append, round_trip
+}
+criterion_main!(benches);
