@@ -480,7 +480,8 @@ fn time_chart<DB: DrawingBackend>(
         };
         let style = color.stroke_width(2);
         let mut first = true;
-        for (n, m) in marks.iter().filter(|m| m.kind == kind).enumerate() {
+        // `n` counts every marker in time order, faults and detections alike.
+        for (n, m) in marks.iter().enumerate().filter(|(_, m)| m.kind == kind) {
             let series = DashedLineSeries::new([(m.at_s, y0), (m.at_s, y1)], 10, 6, style);
             let drawn = chart.draw_series(series)?;
             if first {
