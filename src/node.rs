@@ -305,6 +305,27 @@ pub struct NodeContext {
 }
 
 impl NodeContext {
+    /// A link from this node to every other peer in the address book (not
+    /// the warehouse). Each caller gets connections of its own: the control
+    /// plane's heartbeats never queue behind a client's trades.
+    pub fn peer_links(&self) -> BTreeMap<NodeId, crate::link::Link> {
+        self.book
+            .nodes
+            .iter()
+            .filter(|(n, _)| !n.is_warehouse() && **n != self.me)
+            .map(|(&n, &addr)| {
+                let link = crate::link::Link::new(
+                    self.me,
+                    n,
+                    addr,
+                    self.transport.clone(),
+                    self.clock.clone(),
+                );
+                (n, link)
+            })
+            .collect()
+    }
+
     /// A context with a fresh clock, an empty trader list (the election fills
     /// it) and the node's history file created under `history_dir`.
     #[allow(clippy::too_many_arguments)]

@@ -63,16 +63,7 @@ pub fn node_seed(seed: u64, node: NodeId) -> u64 {
 
 impl Client {
     pub fn new(ctx: &NodeContext) -> anyhow::Result<Self> {
-        let links = ctx
-            .book
-            .nodes
-            .iter()
-            .filter(|(n, _)| !n.is_warehouse() && **n != ctx.me)
-            .map(|(&n, &addr)| {
-                let link = Link::new(ctx.me, n, addr, ctx.transport.clone(), ctx.clock.clone());
-                (n, link)
-            })
-            .collect();
+        let links = ctx.peer_links();
         Ok(Self {
             me: ctx.me,
             clock: ctx.clock.clone(),

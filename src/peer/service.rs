@@ -85,16 +85,7 @@ impl Service {
             ctx.config.market.traders as usize,
             ctx.config.election.timeout,
         );
-        let control = ctx
-            .book
-            .nodes
-            .iter()
-            .filter(|(n, _)| !n.is_warehouse() && **n != ctx.me)
-            .map(|(&n, &addr)| {
-                let link = Link::new(ctx.me, n, addr, ctx.transport.clone(), ctx.clock.clone());
-                (n, link)
-            })
-            .collect();
+        let control = ctx.peer_links();
         let trader = Arc::new(Trader::start(ctx)?);
         let desk = Desk::start(trader.clone(), stop);
         Ok(Arc::new(Self {
