@@ -72,11 +72,18 @@ impl Membership {
         self.set(traders, &dead)
     }
 
-    /// A death (message 8, or this node's own detection): `dead` is out, the
-    /// list becomes `traders` (without any trader known dead). Returns whether
-    /// the list changed.
-    pub fn apply_death(&self, dead: NodeId, traders: &[NodeId]) -> bool {
+    /// A death (message 8 from `by`, or this node's own detection, `by` =
+    /// this node): `dead` is out, the list becomes `traders` (without any
+    /// trader known dead). A notice from a node this one knows to be dead is
+    /// ignored: when two traders declare each other dead (a partition between
+    /// them, a stalled host), every node keeps the first notice it hears and
+    /// the market keeps a trader, instead of each notice removing the other's
+    /// sender and leaving none. Returns whether the list changed.
+    pub fn apply_death(&self, by: NodeId, dead: NodeId, traders: &[NodeId]) -> bool {
         let mut known = self.dead.lock().expect("dead set");
+        if known.contains(&by) {
+            return false;
+        }
         known.insert(dead);
         self.set(traders, &known)
     }
@@ -155,12 +162,22 @@ mod tests {
         assert!(m.apply_elected(&ids(&[6, 5])));
         assert!(rx.has_changed().unwrap());
         assert_eq!(*rx.borrow_and_update(), ids(&[5, 6]));
-        assert!(m.apply_death(NodeId(6), &ids(&[5])));
+        assert!(m.apply_death(NodeId(5), NodeId(6), &ids(&[5])));
         assert!(!m.apply_elected(&ids(&[5, 6])));
         // A stale message 8 that still lists the dead trader cannot either.
-        m.apply_death(NodeId(4), &ids(&[5, 6]));
+        m.apply_death(NodeId(5), NodeId(4), &ids(&[5, 6]));
         assert_eq!(m.traders(), ids(&[5]));
         assert!(!m.is_trader());
+    }
+
+    #[test]
+    fn two_traders_declaring_each_other_dead_leave_the_first_one_heard() {
+        let m = Membership::new(NodeId(1));
+        m.apply_elected(&ids(&[5, 6]));
+        assert!(m.apply_death(NodeId(5), NodeId(6), &ids(&[5])));
+        // Trader 6's notice that 5 died comes from a node known dead.
+        assert!(!m.apply_death(NodeId(6), NodeId(5), &ids(&[6])));
+        assert_eq!(m.traders(), ids(&[5]));
     }
 
     #[test]

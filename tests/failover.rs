@@ -263,7 +263,7 @@ async fn retry_is_answered_from_the_record() {
     assert_eq!(first_qty, Qty(4));
     // Trader 3 detects the death and sends message 8; the buyer applies it.
     dead.cancelled().await;
-    membership.apply_death(NodeId(2), &[NodeId(3)]);
+    membership.apply_death(NodeId(3), NodeId(2), &[NodeId(3)]);
     let req = buy.await.unwrap();
 
     assert_eq!(req.outcome, Outcome::Ok, "{req:?}");

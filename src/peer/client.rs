@@ -52,8 +52,26 @@ pub struct Client {
 enum Attempt {
     /// A final answer: the outcome and what was granted.
     Done(Outcome, Qty),
-    /// The trader is gone or refused to serve: try another.
-    Retry(String),
+    /// The trader is gone or refused to serve: try another. `undecided` if
+    /// the request may have been applied through this attempt (it reached the
+    /// trader and no definite answer came back).
+    Retry { why: String, undecided: bool },
+}
+
+impl Attempt {
+    fn retry(why: String) -> Self {
+        Attempt::Retry {
+            why,
+            undecided: false,
+        }
+    }
+
+    fn undecided(why: String) -> Self {
+        Attempt::Retry {
+            why,
+            undecided: true,
+        }
+    }
 }
 
 /// The seed of one node's random choices: the market's seed, spread per node.
@@ -119,6 +137,8 @@ impl Client {
         let mut trader = None;
         let mut last_error = String::from("no trader is known to be alive");
         let mut attempts = 0;
+        // Whether an attempt may have been applied without our hearing so.
+        let mut undecided = false;
         let (outcome, granted) = loop {
             if attempts >= MAX_ATTEMPTS {
                 break (
@@ -158,9 +178,20 @@ impl Client {
             attempts += 1;
             trader = Some(t);
             match self.attempt(t, body.clone(), side, qty, deadline).await {
+                // A refusal proves nothing once an earlier attempt may have
+                // been applied: the request is undecided, not refused.
+                Attempt::Done(Outcome::Refused(why), _) if undecided => {
+                    break (
+                        Outcome::Failed(format!(
+                            "{why}, after an earlier attempt that may have been applied ({last_error})"
+                        )),
+                        Qty(0),
+                    );
+                }
                 Attempt::Done(outcome, granted) => break (outcome, granted),
-                Attempt::Retry(why) => {
+                Attempt::Retry { why, undecided: u } => {
                     tracing::info!(%id, trader = %t, "failing over: {why}");
+                    undecided |= u;
                     last_error = why;
                     tried.insert(t);
                 }
@@ -208,14 +239,14 @@ impl Client {
         deadline: Instant,
     ) -> Attempt {
         let Some(link) = self.links.get(&trader) else {
-            return Attempt::Retry(format!("no address for {trader}"));
+            return Attempt::retry(format!("no address for {trader}"));
         };
         let mut list = self.traders.subscribe();
         let left = deadline.saturating_duration_since(Instant::now());
         let answer = tokio::select! {
             r = link.call(body, left) => r,
             _ = dropped(&mut list, trader) => {
-                return Attempt::Retry(format!("{trader} was declared dead (message 8)"));
+                return Attempt::undecided(format!("{trader} was declared dead (message 8)"));
             }
         };
         match answer {
@@ -223,14 +254,20 @@ impl Client {
                 Attempt::Done(Outcome::Ok, got)
             }
             Ok(Body::Deposited { .. }) if side == Side::Sell => Attempt::Done(Outcome::Ok, qty),
+            // This trader cannot take the request now, and did nothing with
+            // it (a cached trader that cannot reach the warehouse is Busy):
+            // another trader may.
             Ok(Body::Refused {
-                reason: reason @ (Refusal::NotATrader { .. } | Refusal::TraderUnavailable),
+                reason:
+                    reason @ (Refusal::NotATrader { .. }
+                    | Refusal::TraderUnavailable
+                    | Refusal::Busy { .. }),
                 ..
-            }) => Attempt::Retry(format!("{trader}: {reason}")),
+            }) => Attempt::retry(format!("{trader}: {reason}")),
             // The trader lost the warehouse mid-request: undecided, so try
             // another trader with the same id (the warehouse dedupes it).
             Ok(Body::Refused { reason, .. }) if !reason.nothing_applied() => {
-                Attempt::Retry(format!("{trader}: {reason}"))
+                Attempt::undecided(format!("{trader}: {reason}"))
             }
             Ok(Body::Refused { reason, .. }) => {
                 Attempt::Done(Outcome::Refused(reason.to_string()), Qty(0))
@@ -246,7 +283,12 @@ impl Client {
                 )),
                 Qty(0),
             ),
-            Err(e) => Attempt::Retry(e.to_string()),
+            // Never sent (no connection): nothing can have been applied.
+            Err(e @ (CallError::Connect { .. } | CallError::Handshake { .. })) => {
+                Attempt::retry(e.to_string())
+            }
+            // Sent, and the connection died before the answer.
+            Err(e @ CallError::Lost { .. }) => Attempt::undecided(e.to_string()),
         }
     }
 

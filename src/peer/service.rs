@@ -115,7 +115,7 @@ impl Service {
             }
             Body::TraderDied { dead, traders } => {
                 tracing::info!(%from, %dead, ?traders, "trader died (message 8)");
-                self.ctx.traders.apply_death(dead, &traders);
+                self.ctx.traders.apply_death(from, dead, &traders);
                 None
             }
             Body::Buy(_) | Body::Sell(_) | Body::Heartbeat { .. } => {
@@ -288,7 +288,7 @@ impl Service {
             traders.extend(promoted);
             traders.sort_unstable();
         }
-        if !m.apply_death(dead, &traders) && promoted.is_none() {
+        if !m.apply_death(self.ctx.me, dead, &traders) && promoted.is_none() {
             return; // already known
         }
         tracing::warn!(%dead, %cause, ?traders, "trader declared dead; telling every peer (message 8)");

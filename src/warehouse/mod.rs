@@ -270,7 +270,7 @@ impl Books {
                         Body::Refused {
                             id,
                             reason: Refusal::StorageFailed {
-                                reason: "commit failed; nothing of the flush was applied".into(),
+                                reason: "the batch could not be committed; nothing of this flush was applied".into(),
                             },
                         }
                     });
@@ -289,7 +289,7 @@ impl Books {
                         None => Body::Refused {
                             id,
                             reason: Refusal::StorageFailed {
-                                reason: "commit failed; nothing was applied".into(),
+                                reason: "the batch could not be committed".into(),
                             },
                         },
                     };

@@ -198,9 +198,14 @@ pub enum Refusal {
 impl Refusal {
     /// Whether the refusal proves that nothing was applied. A trader that lost
     /// the warehouse mid-request cannot know whether the warehouse applied it,
-    /// so its client must treat that request as undecided, not as refused.
+    /// and a failed commit may have been the retry of a request an earlier
+    /// commit applied: their clients must treat such a request as undecided,
+    /// not as refused.
     pub fn nothing_applied(&self) -> bool {
-        !matches!(self, Refusal::WarehouseUnavailable { .. })
+        !matches!(
+            self,
+            Refusal::WarehouseUnavailable { .. } | Refusal::StorageFailed { .. }
+        )
     }
 }
 
