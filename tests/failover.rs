@@ -249,7 +249,10 @@ async fn retry_is_answered_from_the_record() {
     let membership = buyer_ctx.traders.clone();
     let mut client = Client::new(&buyer_ctx).unwrap();
     let buy = tokio::spawn(async move {
-        let req = client.request(Side::Buy, ProductId(0), Qty(4)).await;
+        let req = client
+            .request(Side::Buy, ProductId(0), Qty(4))
+            .await
+            .unwrap();
         client.finish().unwrap();
         req
     });
@@ -288,4 +291,118 @@ async fn retry_is_answered_from_the_record() {
         "the retry is in the buyer's history: {:?}",
         history.failover
     );
+}
+
+/// A trader's handler that the test can still stop (a cached trader flushes).
+struct Serving(Arc<Trader>);
+
+impl Handler for Serving {
+    fn handle(&self, from: NodeId, body: Body) -> BoxFuture<'_, Option<Body>> {
+        self.0.handle(from, body)
+    }
+}
+
+/// A seller restarted on its data directory (a second `bazaar node` session,
+/// a crashed process brought back) must not reuse its request numbers: the
+/// warehouse remembers them and would answer its new sells from the old
+/// records without applying them.
+async fn a_restarted_client_has_every_request_applied(mode: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Arc::new(
+        Config::from_toml(&format!(
+            "[market]\npeers = 2\ntraders = 1\nmode = \"{mode}\"\n[roles]\nbuyers = 0\nsellers = 1\n\
+             [cache]\nflush_every = 1\n[[products]]\nname = \"salt\"\nstock = 10\n"
+        ))
+        .unwrap(),
+    );
+    let (w_listener, w_addr) = bind().await;
+    let (t_listener, t_addr) = bind().await;
+    let mut book = AddressBook::default();
+    book.nodes.insert(NodeId::WAREHOUSE, w_addr);
+    book.nodes.insert(NodeId(2), t_addr);
+    let stop_warehouse = CancellationToken::new();
+    let warehouse = tokio::spawn(node::run(
+        ctx(
+            NodeId::WAREHOUSE,
+            Role::Warehouse,
+            &cfg,
+            &book,
+            dir.path(),
+            vec![],
+        ),
+        w_listener,
+        ServeOptions::default(),
+        CancellationToken::new(),
+        stop_warehouse.clone(),
+        || {},
+    ));
+    let t_ctx = ctx(
+        NodeId(2),
+        Role::Trader,
+        &cfg,
+        &book,
+        dir.path(),
+        vec![NodeId(2)],
+    );
+    let trader = Arc::new(Trader::start(&t_ctx).unwrap());
+    let stop_trader = CancellationToken::new();
+    let server = tokio::spawn(node::serve(
+        t_listener,
+        NodeId(2),
+        t_ctx.clock.clone(),
+        Arc::new(Serving(trader.clone())),
+        ServeOptions::default(),
+        stop_trader.clone(),
+    ));
+
+    let mut acknowledged = 0;
+    for _life in 0..2 {
+        let seller = ctx(
+            NodeId(1),
+            Role::Seller,
+            &cfg,
+            &book,
+            dir.path(),
+            vec![NodeId(2)],
+        );
+        let mut client = Client::new(&seller).unwrap();
+        for _ in 0..3 {
+            let r = client
+                .request(Side::Sell, ProductId(0), Qty(5))
+                .await
+                .unwrap();
+            assert_eq!(r.outcome, Outcome::Ok, "{mode}: {r:?}");
+            acknowledged += 5;
+        }
+        client.finish().unwrap();
+    }
+
+    stop_trader.cancel();
+    server.await.unwrap();
+    trader.stop().await;
+    stop_warehouse.cancel();
+    warehouse.await.unwrap().unwrap();
+    let store = Store::snapshot(&dir.path().join(NodeId::WAREHOUSE.to_string())).unwrap();
+    assert_eq!(store.books[0].sold, acknowledged, "{mode}");
+    assert_eq!(store.applied.len(), 6, "{mode}: six distinct requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_strong_client_never_reuses_a_request_id() {
+    tokio::time::timeout(
+        PATIENCE,
+        a_restarted_client_has_every_request_applied("strong"),
+    )
+    .await
+    .expect("the scenario finishes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_cached_client_never_reuses_a_request_id() {
+    tokio::time::timeout(
+        PATIENCE,
+        a_restarted_client_has_every_request_applied("cached"),
+    )
+    .await
+    .expect("the scenario finishes");
 }

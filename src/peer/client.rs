@@ -20,6 +20,7 @@ use rand::{RngExt, SeedableRng};
 use tokio::time::Instant;
 
 use super::Traders;
+use super::sequence::Sequence;
 use super::service::record;
 use crate::clock::Clock;
 use crate::history::{self, Complete, Event, Invoke, Outcome, Request};
@@ -41,7 +42,7 @@ pub struct Client {
     links: BTreeMap<NodeId, Link>,
     traders: Traders,
     rng: StdRng,
-    next_seq: u64,
+    seq: Sequence,
     timeout: Duration,
     products: u32,
     history: History,
@@ -88,7 +89,12 @@ impl Client {
             links,
             traders: ctx.traders.clone(),
             rng: StdRng::seed_from_u64(node_seed(ctx.config.market.seed, ctx.me)),
-            next_seq: 1,
+            seq: Sequence::open(&ctx.data_dir).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot reserve request numbers in {}: {e}",
+                    ctx.data_dir.display()
+                )
+            })?,
             timeout: ctx.config.market.request_timeout,
             products: ctx.config.products.len() as u32,
             history: ctx.history.clone(),
@@ -108,12 +114,19 @@ impl Client {
 
     /// Makes one request at a random live trader, fails over to another if
     /// that one dies, and records its invoke, any retries, and its completion.
-    pub async fn request(&mut self, side: Side, product: ProductId, qty: Qty) -> Request {
+    ///
+    /// Fails only if no request number can be reserved (the data directory
+    /// cannot be written): the client cannot go on without reusing one.
+    pub async fn request(
+        &mut self,
+        side: Side,
+        product: ProductId,
+        qty: Qty,
+    ) -> anyhow::Result<Request> {
         let id = RequestId {
             node: self.me,
-            seq: self.next_seq,
+            seq: self.seq.next()?,
         };
-        self.next_seq += 1;
         let order = Order { id, product, qty };
         let body = match side {
             Side::Buy => Body::Buy(order),
@@ -226,7 +239,7 @@ impl Client {
         if let Outcome::Refused(r) | Outcome::Failed(r) = &req.outcome {
             tracing::warn!(%id, "{side:?} failed: {r}");
         }
-        req
+        Ok(req)
     }
 
     /// One attempt at `trader`, until its answer, its death, or the deadline.

@@ -9,6 +9,7 @@
 pub mod buyer;
 pub mod client;
 pub mod seller;
+pub mod sequence;
 pub mod service;
 
 use std::sync::Arc;
@@ -25,10 +26,12 @@ pub type Traders = Arc<Membership>;
 /// Runs this peer's workload (`role`) until `stop`, then writes out its history.
 pub async fn trade(ctx: &NodeContext, role: Role, stop: CancellationToken) -> anyhow::Result<()> {
     let mut client = client::Client::new(ctx)?;
-    match role {
+    let traded = match role {
         Role::Buyer => buyer::run(&mut client, &ctx.config.workload.buyer, stop).await,
         Role::Seller => seller::run(&mut client, &ctx.config.workload.seller, stop).await,
-        _ => {}
-    }
-    client.finish()
+        _ => Ok(()),
+    };
+    // The history is written out even if the workload stopped on an error.
+    client.finish()?;
+    traded
 }

@@ -9,7 +9,11 @@ use super::client::Client;
 use crate::config::SellerLoad;
 use crate::wire::{Qty, Side};
 
-pub async fn run(client: &mut Client, load: &SellerLoad, stop: CancellationToken) {
+pub async fn run(
+    client: &mut Client,
+    load: &SellerLoad,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let mut every = tokio::time::interval(load.interval);
     every.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -23,6 +27,7 @@ pub async fn run(client: &mut Client, load: &SellerLoad, stop: CancellationToken
         let product = client.random_product();
         client
             .request(Side::Sell, product, Qty(load.quantity))
-            .await;
+            .await?;
     }
+    Ok(())
 }
