@@ -125,7 +125,7 @@ impl Client {
     ) -> anyhow::Result<Request> {
         let id = RequestId {
             node: self.me,
-            seq: self.seq.next()?,
+            seq: self.seq.take()?,
         };
         let order = Order { id, product, qty };
         let body = match side {

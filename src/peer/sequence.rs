@@ -49,7 +49,7 @@ impl Sequence {
     }
 
     /// The next number, reserving a new block when the current one is used up.
-    pub fn next(&mut self) -> std::io::Result<u64> {
+    pub fn take(&mut self) -> std::io::Result<u64> {
         if self.next == self.end {
             self.reserve()?;
         }
@@ -79,10 +79,10 @@ mod tests {
     fn a_reopened_sequence_never_repeats_a_number() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Sequence::open(dir.path()).unwrap();
-        assert_eq!((s.next().unwrap(), s.next().unwrap()), (1, 2));
+        assert_eq!((s.take().unwrap(), s.take().unwrap()), (1, 2));
         drop(s); // a crash: the rest of the block is skipped, never reused
         let mut again = Sequence::open(dir.path()).unwrap();
-        assert_eq!(again.next().unwrap(), 1 + BLOCK);
+        assert_eq!(again.take().unwrap(), 1 + BLOCK);
     }
 
     #[test]
@@ -90,10 +90,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Sequence::open(dir.path()).unwrap();
         s.next = s.end; // as if the whole block were used
-        assert_eq!(s.next().unwrap(), 1 + BLOCK);
+        assert_eq!(s.take().unwrap(), 1 + BLOCK);
         drop(s);
         assert_eq!(
-            Sequence::open(dir.path()).unwrap().next().unwrap(),
+            Sequence::open(dir.path()).unwrap().take().unwrap(),
             1 + 2 * BLOCK
         );
     }
