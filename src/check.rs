@@ -10,8 +10,10 @@
 //!    quantity, shipped plus oversold (in `cached` mode a buy may be applied
 //!    short: that shortfall is an oversell, counted, not lost); one left in a
 //!    dead trader's journal is named as stranded;
-//! 3. no request applied twice — each id once in the applied table, and the
-//!    books are exactly the sum of the distinct applied requests;
+//! 3. no request applied twice — the books are exactly the sum of the
+//!    distinct applied requests (whatever the clients' histories say), each
+//!    was made by a client, and none was applied that its client was told
+//!    was refused;
 //! 4. zero oversell in `strong` and `escrow` modes;
 //! 5. liveness — every request invoked got an answer or a clear failure
 //!    within its deadline (the request timeout, retries at other traders
@@ -165,67 +167,62 @@ fn no_lost_ack(history: &History, store: &Snapshot, unflushed: &[(NodeId, FlushE
     )
 }
 
+/// The books must be exactly the sum of the distinct applied requests (each
+/// applied request records its product): an application the id table does
+/// not account for is a double apply. Every applied request must also have
+/// been made by a client, and none that its client was told was refused.
 fn no_double_apply(history: &History, store: &Snapshot) -> Verdict {
     let mut bad = Vec::new();
-    let mut seen = HashSet::new();
-    for (id, _) in &store.applied {
-        if !seen.insert(*id) {
-            bad.push(format!("{id} is in the warehouse's applied table twice"));
-        }
-    }
-    // The books must be exactly the sum of the distinct applied requests: an
-    // application the id table does not account for is a double apply.
-    let products: HashMap<RequestId, usize> = history
-        .invokes
-        .iter()
-        .map(|i| (i.id, i.product.0 as usize))
-        .collect();
     let mut sold = vec![0u64; store.books.len()];
     let mut shipped = vec![0u64; store.books.len()];
-    let mut unattributed = 0usize;
     for (id, a) in &store.applied {
-        let Some(&p) = products.get(id) else {
-            unattributed += 1;
-            continue;
-        };
-        let Some(book) = sold.get_mut(p) else {
-            bad.push(format!("{id} was applied to unknown product {p}"));
-            continue;
-        };
-        match a.side {
-            Side::Sell => *book += u64::from(a.qty.0),
-            Side::Buy => shipped[p] += u64::from(a.qty.0),
+        let p = a.product.0 as usize;
+        match (a.side, sold.get_mut(p)) {
+            (_, None) => bad.push(format!("{id} was applied to unknown {}", a.product)),
+            (Side::Sell, Some(s)) => *s += u64::from(a.qty.0),
+            (Side::Buy, Some(_)) => shipped[p] += u64::from(a.qty.0),
         }
     }
+    for (i, b) in store.books.iter().enumerate() {
+        if b.sold != sold[i] || b.shipped != shipped[i] {
+            bad.push(format!(
+                "product {i}: books say sold {} shipped {}, applied requests add up to sold {} shipped {}",
+                b.sold, b.shipped, sold[i], shipped[i]
+            ));
+        }
+    }
+    let invoked: HashSet<RequestId> = history.invokes.iter().map(|i| i.id).collect();
+    let unattributed = store
+        .applied
+        .iter()
+        .filter(|(id, _)| !invoked.contains(id))
+        .count();
     if unattributed > 0 && history.unclosed.is_empty() {
         // Every client closed its history, so every request is in it.
         bad.push(format!(
             "{unattributed} applied requests were invoked by no client"
         ));
     }
-    // Requests of clients killed before their history reached the disk cannot
-    // be attributed; the totals are judged only when every id was.
-    if unattributed == 0 {
-        for (i, b) in store.books.iter().enumerate() {
-            if b.sold != sold[i] || b.shipped != shipped[i] {
-                bad.push(format!(
-                    "product {i}: books say sold {} shipped {}, applied requests add up to sold {} shipped {}",
-                    b.sold, b.shipped, sold[i], shipped[i]
-                ));
-            }
+    let applied: HashSet<RequestId> = store.applied.iter().map(|(id, _)| *id).collect();
+    for r in &history.requests {
+        if let Outcome::Refused(why) = &r.outcome
+            && applied.contains(&r.id)
+        {
+            bad.push(format!(
+                "{} was applied, but its client was told it was refused ({why})",
+                r.id
+            ));
         }
     }
-    let ok = if unattributed == 0 {
-        format!(
-            "the books are the sum of {} distinct applied requests",
-            store.applied.len()
-        )
-    } else {
-        format!(
-            "{} distinct applied requests; {unattributed} from killed clients, so the books' totals were not judged",
-            store.applied.len()
-        )
-    };
+    let mut ok = format!(
+        "the books are the sum of {} distinct applied requests, none of them refused",
+        store.applied.len()
+    );
+    if unattributed > 0 {
+        ok.push_str(&format!(
+            "; {unattributed} made by clients killed before their history was written"
+        ));
+    }
     Verdict::new(NO_DOUBLE_APPLY, bad, ok)
 }
 
@@ -478,16 +475,49 @@ mod tests {
     }
 
     #[test]
-    fn an_id_applied_twice_is_caught() {
+    fn a_double_apply_is_caught_even_when_a_client_was_killed() {
+        let (cfg, mut events) = (Config::default(), clean_events());
+        let mut snap = store_for(&events);
+        snap.books[0].stock -= 3;
+        snap.books[0].shipped += 3;
+        // The client was killed (no `closed`), and a request of another,
+        // killed client is applied that no history knows of.
+        events.pop();
+        let mut stray = snap.applied[0];
+        stray.0.node = NodeId(9);
+        snap.books[0].sold += u64::from(stray.1.qty.0);
+        snap.books[0].stock += u64::from(stray.1.qty.0);
+        snap.applied.push(stray);
+        let v = verdict(&cfg, events, &snap, NO_DOUBLE_APPLY);
+        assert!(!v.ok && v.detail.contains("shipped 6"), "{v:?}");
+    }
+
+    #[test]
+    fn a_refused_request_the_warehouse_applied_is_caught() {
+        let (cfg, mut events) = (Config::default(), clean_events());
+        let snap = store_for(&events);
+        if let Event::Complete(c) = &mut events[4] {
+            c.outcome = Outcome::Refused("quantity must be at least 1".into());
+            c.granted = Qty(0);
+        }
+        let v = only_failure(&cfg, events, &snap, NO_DOUBLE_APPLY);
+        assert!(
+            v.detail
+                .contains("1#2 was applied, but its client was told it was refused"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn an_applied_row_the_books_do_not_show_is_caught() {
         let (cfg, events) = (Config::default(), clean_events());
         let mut snap = store_for(&events);
         let again = snap.applied[1];
         snap.applied.push(again);
         let v = verdict(&cfg, events, &snap, NO_DOUBLE_APPLY);
         assert!(
-            !v.ok
-                && v.detail
-                    .contains("1#2 is in the warehouse's applied table twice")
+            !v.ok && v.detail.contains("books say sold 5 shipped 3"),
+            "{v:?}"
         );
     }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{FlushEntry, NodeId, Order, Qty, Side};
+use crate::wire::{FlushEntry, NodeId, Order, ProductId, Qty, Side};
 
 /// One product's stock and everything that moved it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +58,7 @@ impl ProductBook {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     pub side: Side,
+    pub product: ProductId,
     pub qty: Qty,
     /// Items a trader granted from its cache that the warehouse could not ship.
     pub oversold: Qty,
@@ -67,9 +68,10 @@ pub struct Applied {
 
 impl Applied {
     /// A strong-mode result: no trader's cache was involved.
-    pub fn plain(side: Side, qty: Qty) -> Self {
+    pub fn plain(side: Side, product: ProductId, qty: Qty) -> Self {
         Self {
             side,
+            product,
             qty,
             oversold: Qty(0),
             undersold: Qty(0),
@@ -124,7 +126,7 @@ impl Ledger {
                 let qty = u64::from(entry.order.qty.0);
                 book.stock += qty;
                 book.sold += qty;
-                Applied::plain(Side::Sell, entry.order.qty)
+                Applied::plain(Side::Sell, entry.order.product, entry.order.qty)
             }
             Side::Buy => {
                 let (asked, granted) = (u64::from(entry.order.qty.0), u64::from(entry.granted.0));
@@ -149,6 +151,7 @@ impl Ledger {
                 }
                 Applied {
                     side: Side::Buy,
+                    product: entry.order.product,
                     qty: Qty(shipped as u32),
                     oversold: Qty(oversold as u32),
                     undersold: Qty(undersold as u32),
@@ -180,7 +183,7 @@ impl Ledger {
             }
         };
         debug_assert!(book.conserved(), "conservation broken: {book:?}");
-        Applied::plain(side, Qty(qty as u32))
+        Applied::plain(side, order.product, Qty(qty as u32))
     }
 
     /// Stock per product, as a lookup (message 4) returns it.

@@ -47,16 +47,19 @@ use std::path::Path;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::ledger::{Applied, Ledger, ProductBook, TraderBook};
-use crate::wire::{FlushEntry, NodeId, Order, Qty, RequestId, Side};
+use crate::wire::{FlushEntry, NodeId, Order, ProductId, Qty, RequestId, Side};
 
 /// Books per product id: `[initial, stock, sold, shipped, refused, oversold,
 /// oversells, buys, undersells, undersold]`.
 const BOOKS: TableDefinition<u32, [u64; 10]> = TableDefinition::new("books");
-/// Applied requests: `(node, seq)` → `(side, qty, oversold, undersold)`, side
-/// 0 = buy, 1 = sell.
-const APPLIED: TableDefinition<(u32, u64), (u8, u32, u32, u32)> = TableDefinition::new("applied");
-/// Per client node: `(last directly applied seq, side, qty)`, the dedupe state.
-const CLIENTS: TableDefinition<u32, (u64, u8, u32)> = TableDefinition::new("clients");
+/// Applied requests: `(node, seq)` → `(side, qty, oversold, undersold,
+/// product)`, side 0 = buy, 1 = sell.
+const APPLIED: TableDefinition<(u32, u64), AppliedRow> = TableDefinition::new("applied");
+/// A row of [`APPLIED`]: `(side, qty, oversold, undersold, product)`.
+type AppliedRow = (u8, u32, u32, u32, u32);
+/// Per client node: `(last directly applied seq, side, product, qty)`, the
+/// dedupe state.
+const CLIENTS: TableDefinition<u32, (u64, u8, u32, u32)> = TableDefinition::new("clients");
 /// Per trader id: `[flushed, buys, oversells, oversold, undersells, undersold]`.
 const TRADERS: TableDefinition<u32, [u64; 6]> = TableDefinition::new("traders");
 
@@ -197,9 +200,10 @@ impl Store {
                     Change::Direct { side, order } => {
                         let last = clients.get(node.0).map_err(redb_err)?.map(|v| v.value());
                         match last {
-                            Some((last, side, qty)) if seq == last => {
-                                let (side, qty) = from_client_row(side, qty);
-                                outcomes.push(Outcome::Replayed(Applied::plain(side, qty)));
+                            Some((last, side, product, qty)) if seq == last => {
+                                let side = side_of(side);
+                                let replay = Applied::plain(side, ProductId(product), Qty(qty));
+                                outcomes.push(Outcome::Replayed(replay));
                                 continue;
                             }
                             Some((last, ..)) if seq < last => {
@@ -212,7 +216,7 @@ impl Store {
                         let a = ledger.apply(*side, order);
                         let row = to_applied_row(a);
                         clients
-                            .insert(node.0, (seq, row.0, row.1))
+                            .insert(node.0, (seq, row.0, a.product.0, row.1))
                             .map_err(redb_err)?;
                         a
                     }
@@ -371,21 +375,22 @@ fn from_trader_row(r: [u64; 6]) -> TraderBook {
     }
 }
 
-fn from_client_row(side: u8, qty: u32) -> (Side, Qty) {
-    (if side == 0 { Side::Buy } else { Side::Sell }, Qty(qty))
+fn side_of(side: u8) -> Side {
+    if side == 0 { Side::Buy } else { Side::Sell }
 }
 
-fn to_applied_row(a: Applied) -> (u8, u32, u32, u32) {
+fn to_applied_row(a: Applied) -> AppliedRow {
     let side = match a.side {
         Side::Buy => 0,
         Side::Sell => 1,
     };
-    (side, a.qty.0, a.oversold.0, a.undersold.0)
+    (side, a.qty.0, a.oversold.0, a.undersold.0, a.product.0)
 }
 
-fn from_applied_row((side, qty, oversold, undersold): (u8, u32, u32, u32)) -> Applied {
+fn from_applied_row((side, qty, oversold, undersold, product): AppliedRow) -> Applied {
     Applied {
-        side: if side == 0 { Side::Buy } else { Side::Sell },
+        side: side_of(side),
+        product: ProductId(product),
         qty: Qty(qty),
         oversold: Qty(oversold),
         undersold: Qty(undersold),
