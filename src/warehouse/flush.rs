@@ -5,8 +5,11 @@
 //! `(Lamport clock, trader id)`, a total order ([`crate::clock::Stamp`]), and
 //! not only within one flush: the ledger thread takes every flush that arrived
 //! together (group commit) and merges them, so two traders' interleaved requests
-//! are applied in the order their clocks say. Requests of one trader with equal
-//! stamps keep the order the trader queued them in (the sort is stable).
+//! are applied in the order their clocks say. Flushes that reach the warehouse
+//! in different batches are applied in the order they arrived, as the
+//! document's warehouse does (it sorts each flush alone); the report's
+//! undersells are judged in that applied order. Requests of one trader with
+//! equal stamps keep the order the trader queued them in (the sort is stable).
 //!
 //! Dedupe is per request, not per flush: every flushed request carries its
 //! client's request id, which the applied-ids table already remembers. A flush

@@ -28,7 +28,8 @@
 //!   client recorded it as failed ("may or may not have been applied").
 //!
 //! That state is one row per client: bounded by the number of peers, not of
-//! requests; the strong path never reads the `applied` audit table.
+//! requests; the strong path never reads the `applied` audit table (which
+//! itself grows by one row per request, on disk, for the checker).
 //!
 //! *Cached mode.* A trader acknowledges from its cache and flushes later, so
 //! one client's requests reach the warehouse out of order (request 6 through
