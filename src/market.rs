@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::Lamport;
 use crate::config::{Config, FaultKind, Role, Target};
@@ -167,7 +168,9 @@ pub async fn run(cfg: &Config, runs_root: &Path, exe: &Path) -> anyhow::Result<R
     for (node, role) in cfg.roles_of_peers()? {
         nodes.push(spawn(exe, &dir, node, role)?);
     }
-    let result = drive(cfg, &dir, &mut nodes).await;
+    let pids: Vec<u32> = nodes.iter().filter_map(|n| n.child.id()).collect();
+    let interrupt = watch_interrupts(pids);
+    let result = drive(cfg, &dir, &mut nodes, &interrupt).await;
     // Whatever happened, no child outlives the run. The warehouse stops last,
     // so that cached traders can flush their queues to it as they stop.
     for last in [false, true] {
@@ -366,7 +369,38 @@ fn write_launcher_history(dir: &RunDir, records: &[Record]) -> anyhow::Result<()
 }
 
 /// Starts the market, lets it trade (injecting the faults), stops it.
-async fn drive(cfg: &Config, dir: &RunDir, nodes: &mut [Launched]) -> anyhow::Result<Trading> {
+/// Ctrl-C: the first press cancels the returned token (the market stops in
+/// order and is reported); a second kills every node at once and exits.
+fn watch_interrupts(pids: Vec<u32>) -> CancellationToken {
+    let first = CancellationToken::new();
+    let interrupt = first.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        eprintln!("interrupted: stopping the market (Ctrl-C again to kill it)");
+        first.cancel();
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        eprintln!("interrupted again: killing every node");
+        for pid in pids {
+            // SAFETY: kill(2) on our own children's pids; a gone one is ESRCH.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        std::process::exit(130);
+    });
+    interrupt
+}
+
+async fn drive(
+    cfg: &Config,
+    dir: &RunDir,
+    nodes: &mut [Launched],
+    interrupt: &CancellationToken,
+) -> anyhow::Result<Trading> {
     let mut book = AddressBook::default();
     let mut infos = Vec::new();
     for n in nodes.iter_mut() {
@@ -434,7 +468,7 @@ async fn drive(cfg: &Config, dir: &RunDir, nodes: &mut [Launched]) -> anyhow::Re
         tokio::select! {
             _ = watcher.until(FOREVER, |_| false) => {}
             _ = tokio::time::sleep_until(at) => {}
-            _ = tokio::signal::ctrl_c() => { interrupted = true; break; }
+            _ = interrupt.cancelled() => { interrupted = true; break; }
         }
         let (kind, target) = f.action();
         records.extend(strike(kind, target, nodes, &mut watcher, &mut rng).await?);
@@ -444,7 +478,7 @@ async fn drive(cfg: &Config, dir: &RunDir, nodes: &mut [Launched]) -> anyhow::Re
         tokio::select! {
             _ = watcher.until(FOREVER, |_| false) => {}
             _ = tokio::time::sleep_until(began + cfg.market.duration) => {}
-            _ = tokio::signal::ctrl_c() => eprintln!("interrupted: stopping the market"),
+            _ = interrupt.cancelled() => {}
         }
     }
     progress.abort();
