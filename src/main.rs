@@ -261,7 +261,7 @@ async fn run_node(
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%me, %role, %addr, "listening");
-    println!("ready {addr}");
+    node::tell_launcher(&format!("ready {addr}"));
 
     let stop_work = CancellationToken::new();
     let stop_all = CancellationToken::new();
@@ -285,7 +285,7 @@ async fn run_node(
                     // The fault experiments: stop the trader worker, keep the socket.
                     "wedge" => wedge.cancel(),
                     // The launcher asks for our Lamport time just before a fault.
-                    "clock" => println!("clock {}", clock.now().0),
+                    "clock" => node::tell_launcher(&format!("clock {}", clock.now().0)),
                     other => tracing::warn!("unknown launcher command {other:?}"),
                 }
             }
@@ -336,7 +336,7 @@ async fn run_node(
         stop_all,
         move || {
             if launched {
-                println!("done");
+                node::tell_launcher("done");
             }
         },
     )

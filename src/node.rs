@@ -253,6 +253,15 @@ impl AddressBook {
     }
 }
 
+/// Writes one line of the launcher protocol (`ready`, `traders`, `clock`,
+/// `done`) to stdout. A launcher that has gone away (a closed pipe) is not an
+/// error worth dying for: the node learns of it from its stdin and stops.
+pub fn tell_launcher(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
 /// The node's monotonic time, from tokio's clock: real time in a real run,
 /// simulated time in the simulation. What node logic hands its pure state
 /// machines, never `std::time::Instant::now()` directly.

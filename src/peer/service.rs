@@ -32,7 +32,7 @@ use crate::history::{self, Event};
 use crate::link::{CallError, Link};
 use crate::membership::{Happening, Record};
 use crate::net::{BoxFuture, Listener};
-use crate::node::{Handler, NodeContext, ServeOptions, not_for_role, now, serve};
+use crate::node::{Handler, NodeContext, ServeOptions, not_for_role, now, serve, tell_launcher};
 use crate::trader::Trader;
 use crate::trader::desk::Desk;
 use crate::wire::{Body, NodeId, Refusal};
@@ -356,8 +356,11 @@ pub async fn run(
         });
     }
     if ctx.launched {
-        // Tell the launcher every trader list this peer adopts.
+        // Tell the launcher every trader list this peer adopts, starting with
+        // the one it holds now: the server is already running, so a result
+        // (message 1) may have arrived before this subscription.
         let mut rx = ctx.traders.subscribe();
+        rx.mark_changed();
         let stop = stop_all.clone();
         tokio::spawn(async move {
             loop {
@@ -370,7 +373,9 @@ pub async fn run(
                     .iter()
                     .map(|n| n.0.to_string())
                     .collect();
-                println!("traders {}", ids.join(","));
+                if !ids.is_empty() {
+                    tell_launcher(&format!("traders {}", ids.join(",")));
+                }
             }
         });
     }
