@@ -126,6 +126,11 @@ pub struct Cache {
     next_key: Key,
     next_call: u64,
     stopping: bool,
+    /// Why the warehouse refused one of this trader's flushes for good (a
+    /// malformed flush: a bug, never a passing fault). The trader then takes
+    /// no more requests (its clients fail over) and does not resend the flush;
+    /// what it holds stays in its journal and is reported as unflushed.
+    refused: Option<String>,
 }
 
 impl Cache {
@@ -160,6 +165,7 @@ impl Cache {
             next_key,
             next_call: 1,
             stopping: false,
+            refused: None,
         }
     }
 
@@ -197,6 +203,10 @@ impl Cache {
             out.push(refuse(Refusal::Busy {
                 reason: "the trader is stopping".into(),
             }));
+        } else if let Some(why) = &self.refused {
+            out.push(refuse(Refusal::Busy {
+                reason: format!("the warehouse refused this trader's flush: {why}"),
+            }));
         } else if self.waiting.is_empty() && self.fresh(now) {
             self.accept(now, token, side, order, clock, &mut out);
         } else if self.waiting.len() >= MAX_WAITING {
@@ -230,6 +240,17 @@ impl Cache {
         }
         self.outstanding = None;
         let products = self.stock.len();
+        let is_flush = self.flight.as_ref().is_some_and(|f| f.id == id);
+        if is_flush && let Some(why) = permanent_refusal(&answer, products) {
+            tracing::error!(
+                "the warehouse refused flush {id} for good: {why}; taking no more requests"
+            );
+            for w in std::mem::take(&mut self.waiting) {
+                out.push(busy(&w, "the warehouse refused this trader's flush"));
+            }
+            self.refused = Some(why);
+            return out;
+        }
         let stock = match answer {
             Ok(Body::Flushed { stock, .. } | Body::Stock { stock, .. })
                 if stock.len() == products =>
@@ -238,7 +259,6 @@ impl Cache {
             }
             _ => None,
         };
-        let is_flush = self.flight.as_ref().is_some_and(|f| f.id == id);
         match (is_flush, stock) {
             (true, Some(stock)) => {
                 let flight = self.flight.take().expect("is_flush");
@@ -503,6 +523,22 @@ impl Cache {
     }
 }
 
+/// Whether a flush's answer refuses it for good: the warehouse judged it
+/// malformed, or answered with a stock of the wrong shape. A failed commit or
+/// a lost call is worth a retry; these are not.
+fn permanent_refusal(answer: &Result<Body, String>, products: usize) -> Option<String> {
+    match answer {
+        Ok(Body::Refused { reason, .. }) if !matches!(reason, Refusal::StorageFailed { .. }) => {
+            Some(reason.to_string())
+        }
+        Ok(Body::Flushed { stock, .. }) if stock.len() != products => Some(format!(
+            "stock of {} products, the market has {products}",
+            stock.len()
+        )),
+        _ => None,
+    }
+}
+
 fn busy(w: &Waiting, reason: &str) -> Action {
     Action::Reply {
         token: w.token,
@@ -714,6 +750,39 @@ mod tests {
         // Another trader sold meanwhile: the warehouse now has 6.
         let a = c.on_answer(ms(t0, 3510), id, Ok(Body::Stock { id, stock: vec![6] }));
         assert_eq!(granted(&a), vec![5, 1]);
+    }
+
+    #[test]
+    fn a_flush_refused_for_good_is_not_resent_and_the_trader_turns_clients_away() {
+        let t0 = Instant::now();
+        let mut c = filled(t0, 100);
+        let mut sent = Vec::new();
+        for i in 1..=5 {
+            sent = c.on_request(t0, i, Side::Buy, order(i, 1), Lamport(i));
+        }
+        let (flight_id, _) = flush_of(&the_call(&sent));
+        let refused = Body::Refused {
+            id: flight_id,
+            reason: Refusal::BadFlush {
+                reason: "entry for unknown product 9".into(),
+            },
+        };
+        assert!(c.on_answer(ms(t0, 10), flight_id, Ok(refused)).is_empty());
+        // Never resent, and kept: what it held is still unflushed.
+        assert!(calls(&c.on_tick(ms(t0, 5000))).is_empty());
+        assert_eq!(c.unflushed(), 5);
+        // New requests are refused Busy, so their clients try another trader.
+        let a = c.on_request(ms(t0, 20), 9, Side::Sell, order(9, 1), Lamport(9));
+        assert!(matches!(
+            &a[..],
+            [Action::Reply {
+                body: Body::Refused {
+                    reason: Refusal::Busy { .. },
+                    ..
+                },
+                ..
+            }]
+        ));
     }
 
     #[test]
