@@ -6,6 +6,8 @@
 //! - A cached trader killed (SIGKILL) and restarted on its data directory in
 //!   the middle of a run: nothing it had acknowledged is lost.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -81,14 +83,7 @@ fn bazaar_run(config: &str) -> Report {
         out.status.success(),
         "bazaar run failed\n{stdout}\n{stderr}"
     );
-    let run = std::fs::read_dir(&runs)
-        .unwrap()
-        .next()
-        .expect("a run directory")
-        .unwrap()
-        .path();
-    let text = std::fs::read_to_string(run.join("report.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
+    common::read_report(&common::the_run(&runs))
 }
 
 fn assert_all_checks_ok(report: &Report) {

@@ -10,6 +10,8 @@
 //!    before it answered; the client retries at the other trader with the same
 //!    id and the warehouse answers from its record, applying it once.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -23,7 +25,6 @@ use bazaar::membership::{Happening, Membership};
 use bazaar::net::{BoxFuture, Tcp, Transport};
 use bazaar::node::{self, AddressBook, Handler, IoMode, NodeContext, ServeOptions};
 use bazaar::peer::client::Client;
-use bazaar::report::Report;
 use bazaar::trader::Trader;
 use bazaar::warehouse::store::Store;
 use bazaar::wire::{Body, NodeId, ProductId, Qty, Side};
@@ -67,7 +68,7 @@ kill = "trader"
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "seed 7\n{stdout}\n{stderr}");
-    let report = only_report(&runs);
+    let report = common::read_report(&common::the_run(&runs));
 
     for check in &report.checks {
         assert!(check.ok, "seed 7: {check:?}\n{stdout}");
@@ -92,17 +93,6 @@ kill = "trader"
     assert!(!f.final_traders.contains(&fault.victim));
     // Trading went on after the death.
     assert!(fault.shipped_after > 0, "{fault:?}");
-}
-
-fn only_report(runs: &Path) -> Report {
-    let run = std::fs::read_dir(runs)
-        .unwrap()
-        .next()
-        .expect("a run directory")
-        .unwrap()
-        .path();
-    let text = std::fs::read_to_string(run.join("report.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
 }
 
 /// A trader that forwards a buy to the warehouse, reports the warehouse's

@@ -621,6 +621,18 @@ mod tests {
     }
 
     /// A cache started at `t0` and filled by its first lookup with `stock`.
+    /// A filled cache that took five buys of 1 at `t0`: the fifth sent them
+    /// in a flush (flush_every = 5), whose id is returned.
+    fn five_buys_in_flight(t0: Instant) -> (Cache, RequestId) {
+        let mut c = filled(t0, 100);
+        let mut sent = Vec::new();
+        for i in 1..=5 {
+            sent = c.on_request(t0, i, Side::Buy, order(i, 1), Lamport(i));
+        }
+        let (flight_id, _) = flush_of(&the_call(&sent));
+        (c, flight_id)
+    }
+
     fn filled(t0: Instant, stock: u64) -> Cache {
         let mut c = Cache::new(ME, 1, settings(), Vec::new(), t0);
         let Body::Lookup { id } = the_call(&c.start()) else {
@@ -755,12 +767,7 @@ mod tests {
     #[test]
     fn a_flush_refused_for_good_is_not_resent_and_the_trader_turns_clients_away() {
         let t0 = Instant::now();
-        let mut c = filled(t0, 100);
-        let mut sent = Vec::new();
-        for i in 1..=5 {
-            sent = c.on_request(t0, i, Side::Buy, order(i, 1), Lamport(i));
-        }
-        let (flight_id, _) = flush_of(&the_call(&sent));
+        let (mut c, flight_id) = five_buys_in_flight(t0);
         let refused = Body::Refused {
             id: flight_id,
             reason: Refusal::BadFlush {
@@ -788,12 +795,7 @@ mod tests {
     #[test]
     fn a_failed_flush_is_retried_with_the_same_id_before_any_lookup() {
         let t0 = Instant::now();
-        let mut c = filled(t0, 100);
-        let mut sent = Vec::new();
-        for i in 1..=5 {
-            sent = c.on_request(t0, i, Side::Buy, order(i, 1), Lamport(i));
-        }
-        let (flight_id, _) = flush_of(&the_call(&sent));
+        let (mut c, flight_id) = five_buys_in_flight(t0);
         let a = c.on_answer(ms(t0, 1010), flight_id, Err("timed out".into()));
         assert!(a.is_empty());
         assert_eq!(c.unflushed(), 5);

@@ -22,6 +22,22 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bazaar"))
 }
 
+/// The one run directory `bazaar run --runs-dir runs` made.
+pub fn the_run(runs: &Path) -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.pop().unwrap()
+}
+
+/// A run directory's `report.json`.
+pub fn read_report(run: &Path) -> bazaar::report::Report {
+    let text = std::fs::read_to_string(run.join("report.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
 /// Writes a config file into `dir` and returns its path.
 pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
     let path = dir.join("market.toml");
