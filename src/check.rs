@@ -20,6 +20,18 @@
 //!    included, plus [`LIVENESS_GRACE`]). A request invoked and never completed fails it when
 //!    its client's history was closed cleanly; if the client was killed, the
 //!    request is counted as interrupted, not failed.
+//! 6. agreement — for every epoch, every node that knew it (adopted it, or
+//!    the warehouse that committed it) knew the same trader set, the one in
+//!    the warehouse's store;
+//! 7. fencing — every request was answered by a trader of an epoch that was
+//!    current at some moment between its invoke and its completion (the
+//!    epochs' commit times come from the warehouse's history); a deposed
+//!    trader that answers after a set without it was committed is caught;
+//! 8. final agreement — every peer that stopped cleanly ended holding the
+//!    warehouse's last view (whose traders the report names).
+//!
+//! A run that answered requests but recorded no view at all fails 6 to 8:
+//! every market commits one before it trades.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -28,9 +40,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Mode};
 use crate::history::{History, Outcome};
+use crate::membership::Happening;
 use crate::warehouse::ledger::Applied;
 use crate::warehouse::store::Snapshot;
-use crate::wire::{FlushEntry, NodeId, RequestId, Side};
+use crate::wire::{Epoch, FlushEntry, NodeId, RequestId, Side, View};
 
 /// Time a request may run past its deadline before liveness calls it hung:
 /// the client's timer fires at the deadline, and then it must be scheduled.
@@ -76,6 +89,9 @@ pub const NO_LOST_ACK: &str = "no lost acknowledged request";
 pub const NO_DOUBLE_APPLY: &str = "no request applied twice";
 pub const ZERO_OVERSELL: &str = "zero oversell";
 pub const LIVENESS: &str = "liveness";
+pub const AGREEMENT: &str = "agreement";
+pub const FENCING: &str = "fencing";
+pub const FINAL_AGREEMENT: &str = "final agreement";
 
 /// Judges a run: `history` from every node, `store` as the warehouse left it,
 /// `unflushed` what cached traders that died for good left in their journals
@@ -93,7 +109,158 @@ pub fn check(
         no_double_apply(history, store),
         zero_oversell(cfg, history, store),
         liveness(cfg, history),
+        agreement(history, store),
+        fencing(history),
+        final_agreement(history, store),
     ]
+}
+
+/// The views the warehouse committed, as its history tells them: `(view,
+/// commit wall time)`, in epoch order.
+fn commits(history: &History) -> Vec<(&View, u64)> {
+    let mut c: Vec<(&View, u64)> = history
+        .failover
+        .iter()
+        .filter_map(|r| match &r.what {
+            Happening::Committed { view, .. } => Some((view, r.wall_us)),
+            _ => None,
+        })
+        .collect();
+    c.sort_by_key(|(v, _)| v.epoch);
+    c
+}
+
+/// A verdict for a run that answered requests with no view recorded.
+fn no_views(name: &str, history: &History) -> Option<Verdict> {
+    let answered = history.requests.iter().any(|r| r.outcome == Outcome::Ok);
+    answered.then(|| {
+        Verdict::new(
+            name,
+            vec!["requests were answered, but no trader set was ever committed".into()],
+            String::new(),
+        )
+    })
+}
+
+fn agreement(history: &History, store: &Snapshot) -> Verdict {
+    let mut known: std::collections::BTreeMap<Epoch, (&View, NodeId)> = Default::default();
+    for v in &store.views {
+        known.insert(v.epoch, (v, NodeId::WAREHOUSE));
+    }
+    let mut bad = Vec::new();
+    let mut seen = 0;
+    for r in &history.failover {
+        let (Happening::View { view, .. } | Happening::Committed { view, .. }) = &r.what else {
+            continue;
+        };
+        seen += 1;
+        let by = r.by.unwrap_or_default();
+        match known.get(&view.epoch) {
+            Some((v, first)) if *v != view => bad.push(format!(
+                "{by} knew {} as {view}, but {first} knew {v}",
+                view.epoch
+            )),
+            Some(_) => {}
+            None if !store.views.is_empty() => bad.push(format!(
+                "{by} knew {view}, an epoch the warehouse never committed"
+            )),
+            None => {
+                known.insert(view.epoch, (view, by));
+            }
+        }
+    }
+    if seen == 0
+        && let Some(v) = no_views(AGREEMENT, history)
+    {
+        return v;
+    }
+    Verdict::new(
+        AGREEMENT,
+        bad,
+        format!(
+            "{} epochs, each known by every node that knew it as the same set ({seen} adoptions)",
+            known.len()
+        ),
+    )
+}
+
+fn fencing(history: &History) -> Verdict {
+    let commits = commits(history);
+    if commits.is_empty()
+        && let Some(v) = no_views(FENCING, history)
+    {
+        return v;
+    }
+    let mut bad = Vec::new();
+    let mut judged = 0;
+    for r in history.requests.iter().filter(|r| r.outcome == Outcome::Ok) {
+        judged += 1;
+        // The epochs current at some moment of [invoked, completed].
+        let mut current = commits.iter().enumerate().filter(|(i, (_, at))| {
+            let ended = commits.get(i + 1).map(|(_, next)| *next);
+            *at <= r.completed_us && ended.is_none_or(|end| end > r.invoked_us)
+        });
+        if !current.any(|(_, (v, _))| v.contains(r.trader)) {
+            let sets: Vec<String> = commits
+                .iter()
+                .rfind(|(_, at)| *at <= r.completed_us)
+                .map(|(v, _)| v.to_string())
+                .into_iter()
+                .collect();
+            bad.push(format!(
+                "{} was answered by {}, not a trader of the epoch current then ({})",
+                r.id,
+                r.trader,
+                if sets.is_empty() {
+                    "none committed yet".to_string()
+                } else {
+                    sets.join(", ")
+                }
+            ));
+        }
+    }
+    Verdict::new(
+        FENCING,
+        bad,
+        format!(
+            "all {judged} answered requests answered by a trader of an epoch current at the time ({} epochs)",
+            commits.len()
+        ),
+    )
+}
+
+fn final_agreement(history: &History, store: &Snapshot) -> Verdict {
+    let Some(last) = store.views.last() else {
+        return no_views(FINAL_AGREEMENT, history).unwrap_or_else(|| {
+            Verdict::new(
+                FINAL_AGREEMENT,
+                Vec::new(),
+                "no trader set, no requests".into(),
+            )
+        });
+    };
+    let mut bad = Vec::new();
+    let mut peers = 0;
+    for f in history
+        .finals
+        .iter()
+        .filter(|f| f.closed && !f.node.is_warehouse())
+    {
+        peers += 1;
+        match &f.view {
+            Some(v) if v == last => {}
+            Some(v) => bad.push(format!(
+                "{} ended with {v}, not the warehouse's {last}",
+                f.node
+            )),
+            None => bad.push(format!("{} ended with no view at all", f.node)),
+        }
+    }
+    Verdict::new(
+        FINAL_AGREEMENT,
+        bad,
+        format!("all {peers} peers that stopped cleanly ended with {last}"),
+    )
 }
 
 /// Whether every verdict holds.
@@ -314,6 +481,7 @@ mod tests {
     use super::*;
     use crate::clock::Lamport;
     use crate::history::{Complete, Event, Flush, Invoke, Log, Mark};
+    use crate::membership::Record;
     use crate::warehouse::ledger::{Ledger, ProductBook};
     use crate::wire::{NodeId, Order, ProductId, Qty};
 
@@ -357,6 +525,43 @@ mod tests {
         }
     }
 
+    fn view(epoch: u64, traders: &[u32]) -> View {
+        View {
+            epoch: Epoch(epoch),
+            traders: traders.iter().copied().map(NodeId).collect(),
+        }
+    }
+
+    /// The first view of every test run: traders 5 and 6.
+    fn first() -> View {
+        view(1, &[5, 6])
+    }
+
+    fn happened(by: NodeId, wall_us: u64, what: Happening) -> Event {
+        Event::Failover(Record {
+            wall_us,
+            lamport: None,
+            by: Some(by),
+            what,
+        })
+    }
+
+    /// `by` adopted `v` at `wall_us`.
+    fn adopted(by: NodeId, wall_us: u64, v: View) -> Event {
+        let from = NodeId::WAREHOUSE;
+        happened(by, wall_us, Happening::View { view: v, from })
+    }
+
+    /// The warehouse committed `v` at `wall_us`.
+    fn committed(wall_us: u64, v: View) -> Event {
+        let what = Happening::Committed {
+            view: v,
+            proposer: NodeId(6),
+            cause: "test".into(),
+        };
+        happened(NodeId::WAREHOUSE, wall_us, what)
+    }
+
     /// A consistent run, as the client's history file says it: 50 initial,
     /// a sell of 5 and a buy of 3, the history opened and closed cleanly.
     fn clean_events() -> Vec<Event> {
@@ -366,6 +571,7 @@ mod tests {
             complete(1, Side::Sell, 5, 5),
             invoke(2, Side::Buy, 3),
             complete(2, Side::Buy, 3, 3),
+            adopted(BUYER, 1, first()),
             Event::Closed(mark(100_000)),
         ]
     }
@@ -391,14 +597,130 @@ mod tests {
             books: ledger.books,
             applied,
             traders: Vec::new(),
+            views: vec![first()],
         }
     }
 
+    /// The buyer's `events` beside a warehouse that committed [`first`].
     fn history(events: Vec<Event>) -> History {
-        History::from_logs(&[Log {
-            path: "peer1.jsonl".into(),
-            events,
-        }])
+        histories(events, vec![committed(0, first())])
+    }
+
+    /// The buyer's `events` and the warehouse's `warehouse` events.
+    fn histories(events: Vec<Event>, warehouse: Vec<Event>) -> History {
+        let wh = |wall_us| Mark {
+            node: NodeId::WAREHOUSE,
+            wall_us,
+        };
+        let mut wh_events = vec![Event::Opened(wh(0))];
+        wh_events.extend(warehouse);
+        wh_events.push(Event::Closed(wh(200_000)));
+        History::from_logs(&[
+            Log {
+                path: "peer1.jsonl".into(),
+                events,
+            },
+            Log {
+                path: "warehouse.jsonl".into(),
+                events: wh_events,
+            },
+        ])
+    }
+
+    fn verdict_of(history: &History, snap: &Snapshot, name: &str) -> Verdict {
+        check(&Config::default(), history, snap, &[])
+            .into_iter()
+            .find(|v| v.invariant == name)
+            .expect("verdict")
+    }
+
+    /// Epoch 2 deposes trader 6: the warehouse committed it at 15 ms.
+    fn six_deposed_at_15ms() -> (Vec<Event>, Snapshot) {
+        let mut snap = store_for(&clean_events());
+        snap.views.push(view(2, &[5]));
+        let warehouse = vec![committed(0, first()), committed(15_000, view(2, &[5]))];
+        (warehouse, snap)
+    }
+
+    #[test]
+    fn a_node_that_knew_an_epoch_as_another_set_breaks_agreement() {
+        let mut events = clean_events();
+        // The buyer says epoch 1 held 4 and 6; the warehouse committed 5 and 6.
+        events[5] = adopted(BUYER, 1, view(1, &[4, 6]));
+        let snap = store_for(&events);
+        let v = verdict_of(&history(events), &snap, AGREEMENT);
+        assert!(
+            !v.ok
+                && v.detail
+                    .contains("peer1 knew epoch 1 as epoch 1 {peer4, peer6}"),
+            "{v:?}"
+        );
+        // Without the warehouse's record, two nodes that disagree are caught too.
+        let mut events = clean_events();
+        events.insert(2, adopted(NodeId(2), 2, view(1, &[4, 6])));
+        let mut snap = store_for(&events);
+        snap.views.clear();
+        let v = verdict_of(&histories(events, vec![]), &snap, AGREEMENT);
+        assert!(!v.ok && v.detail.contains("but peer1 knew"), "{v:?}");
+    }
+
+    #[test]
+    fn an_answer_from_a_deposed_trader_breaks_fencing() {
+        let (warehouse, snap) = six_deposed_at_15ms();
+        let mut events = clean_events();
+        // The buy (invoked at 20 ms) was answered by trader 6, deposed at 15 ms.
+        for e in &mut events {
+            if let Event::Complete(c) = e
+                && c.id == id(2)
+            {
+                c.trader = NodeId(6);
+            }
+        }
+        events.insert(events.len() - 1, adopted(BUYER, 30_000, view(2, &[5])));
+        let h = histories(events.clone(), warehouse.clone());
+        let verdicts = check(&Config::default(), &h, &snap, &[]);
+        for v in &verdicts {
+            assert_eq!(v.ok, v.invariant != FENCING, "{verdicts:#?}");
+        }
+        let v = verdict_of(&h, &snap, FENCING);
+        assert!(v.detail.contains("1#2 was answered by peer6"), "{v:?}");
+        // Answered by 6 while its epoch was still current: fine.
+        let mut early = warehouse;
+        early[1] = committed(25_000, view(2, &[5]));
+        assert!(verdict_of(&histories(events, early), &snap, FENCING).ok);
+    }
+
+    #[test]
+    fn a_peer_that_ends_on_an_old_view_breaks_final_agreement() {
+        let (warehouse, snap) = six_deposed_at_15ms();
+        // The buyer never heard of epoch 2 and stopped cleanly.
+        let h = histories(clean_events(), warehouse);
+        let verdicts = check(&Config::default(), &h, &snap, &[]);
+        for v in &verdicts {
+            assert_eq!(v.ok, v.invariant != FINAL_AGREEMENT, "{verdicts:#?}");
+        }
+        let v = verdict_of(&h, &snap, FINAL_AGREEMENT);
+        assert!(v.detail.contains("peer1 ended with epoch 1"), "{v:?}");
+        // A peer that was killed is not held to it.
+        let mut events = clean_events();
+        events.pop();
+        let (warehouse, snap) = six_deposed_at_15ms();
+        assert!(verdict_of(&histories(events, warehouse), &snap, FINAL_AGREEMENT).ok);
+    }
+
+    #[test]
+    fn requests_answered_with_no_view_ever_committed_fail_the_membership_checks() {
+        let events: Vec<Event> = clean_events()
+            .into_iter()
+            .filter(|e| !matches!(e, Event::Failover(_)))
+            .collect();
+        let mut snap = store_for(&events);
+        snap.views.clear();
+        let h = histories(events, vec![]);
+        for name in [AGREEMENT, FENCING, FINAL_AGREEMENT] {
+            let v = verdict_of(&h, &snap, name);
+            assert!(!v.ok && v.detail.contains("no trader set"), "{v:?}");
+        }
     }
 
     fn verdict(cfg: &Config, events: Vec<Event>, snap: &Snapshot, name: &str) -> Verdict {
@@ -424,7 +746,7 @@ mod tests {
         let snap = store_for(&events);
         let verdicts = check(&cfg, &history(events), &snap, &[]);
         assert!(all_ok(&verdicts), "{verdicts:#?}");
-        assert_eq!(verdicts.len(), 5);
+        assert_eq!(verdicts.len(), 8);
         assert!(verdicts.iter().all(|v| v.offenders == 0));
     }
 
@@ -647,6 +969,7 @@ mod tests {
             side: Side::Buy,
             clock: Lamport(3),
             granted: Qty(3),
+            epoch: crate::wire::Epoch(1),
         };
         let v = check(&cfg, &history(events), &snap, &[(NodeId(6), entry)])
             .into_iter()

@@ -72,6 +72,12 @@ pub struct Heartbeat {
     /// dead at once).
     #[serde(with = "duration_str")]
     pub timeout: Duration,
+    /// How long a trader may serve after the warehouse last confirmed its
+    /// epoch (it renews every `interval`). Shorter than `timeout − interval`,
+    /// so a trader that stops (a pause, a partition from the warehouse) has
+    /// stopped serving by the time the others can declare it dead.
+    #[serde(with = "duration_str")]
+    pub lease: Duration,
 }
 
 /// One fault the launcher injects: at `at` after trading starts, either
@@ -468,6 +474,14 @@ impl Config {
             return Err(bad(format!(
                 "[heartbeat] timeout = {:?} must be longer than interval = {:?} (a live trader needs a chance to answer)",
                 h.timeout, h.interval
+            )));
+        }
+        if h.lease <= h.interval || h.lease + h.interval > h.timeout {
+            return Err(bad(format!(
+                "[heartbeat] lease = {:?} must be longer than interval = {:?} (it is renewed every interval) and at most timeout - interval = {:?} (a trader the others declare dead must have stopped serving)",
+                h.lease,
+                h.interval,
+                h.timeout.saturating_sub(h.interval)
             )));
         }
         for (i, f) in self.faults.iter().enumerate() {

@@ -1,47 +1,54 @@
 //! The election of the trader set (the document's messages 0 and 1): a bully
-//! election generalised from one coordinator to `seats` traders.
+//! election generalised from one coordinator to `seats` traders, whose result
+//! takes effect once the warehouse commits it as epoch 1.
 //!
 //! A pure state machine: no sockets, no clock of its own. The node's driver
-//! ([`crate::peer::service`]) feeds it messages, undeliverable sends and ticks
-//! with the time, and sends what it returns.
+//! ([`crate::peer::join`]) feeds it messages, undeliverable sends and ticks
+//! with the time, and sends what it returns (to peers, and to the warehouse).
 //!
 //! ## The protocol
-//! - A peer **starts** an election by sending message 0 ([`Body::Election`]) to
-//!   every higher peer. A live higher peer answers [`Body::Alive`] ("I am
-//!   alive and higher") and, if it is not electing already, starts its own
-//!   election (the bully cascade, so a late starter still reaches the top).
+//! - A peer **starts** an election, once the warehouse says the market is
+//!   open (every peer has joined), by sending message 0
+//!   ([`Body::Election`]) to every higher peer. A live higher peer answers
+//!   [`Body::Alive`] ("I am alive and higher") and, if it is not electing
+//!   already, starts its own election (the bully cascade, so a late starter
+//!   still reaches the top).
 //! - A peer counts the higher peers that answered. With `seats` or more it
 //!   cannot be a trader: it waits for the result. With fewer it is a trader,
 //!   ranked `answers + 1`; the one ranked exactly `seats` knows the whole
-//!   trader set (itself and the `seats − 1` live peers above it) and announces
-//!   it to every peer (message 1, [`Body::Elected`]). It decides as soon as
-//!   every higher peer has answered or refused the connection, else after
-//!   `timeout`. With `seats = 1` this is the textbook bully.
+//!   trader set (itself and the `seats − 1` live peers above it) and
+//!   **proposes** it to the warehouse ([`Body::Propose`], base epoch 0). It
+//!   decides as soon as every higher peer has answered or refused the
+//!   connection, else after `timeout`. With `seats = 1` this is the textbook
+//!   bully.
+//! - The warehouse commits the first proposal it gets and refuses every
+//!   later one with the view it committed ([`Refusal::StaleEpoch`]). The
+//!   proposer announces what was committed to every peer (message 1,
+//!   [`Body::Elected`], carrying the view); a refused proposer adopts the
+//!   committed view instead. So however the bully's rounds interleave (late
+//!   answers, peers starting at different moments), every peer ends with
+//!   the one view the warehouse holds: there is no conflict to settle.
 //! - A trader ranked above `seats` waits for the announcement from below; if
-//!   none comes (fewer than `seats` peers are alive) it announces the traders
+//!   none comes (fewer than `seats` peers are alive) it proposes the traders
 //!   it knows. A non-trader whose awaited announcement never comes (the peer
-//!   that was to announce died) starts again.
-//! - **Conflicts** settle towards the higher ids, as in the bully: of two
-//!   announced sets a peer keeps the one that is larger compared highest id
-//!   first; a live peer left out of a set that names a lower peer (or has a
-//!   free seat) contests it by starting a new election, which announces a set
-//!   that beats the old one. Late replies of an earlier round are ignored.
+//!   that was to announce died) starts again. A proposal the warehouse did
+//!   not answer is made again after `timeout`.
 //!
 //! Once a result is known the state machine keeps answering: a late message 0
-//! gets an [`Body::Alive`] and the result. Later changes to the trader list
-//! (a death, message 8) belong to [`crate::heartbeat`] and
-//! [`crate::membership`], not here.
+//! gets an [`Body::Alive`] and the result. Later changes to the trader set
+//! (a death, message 8) belong to [`crate::heartbeat`] and the warehouse,
+//! not here.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::wire::{Body, NodeId, RequestId};
+use crate::wire::{Body, Epoch, NodeId, Refusal, RequestId, View};
 
 /// Election request ids live above this, so they never collide with a node's
 /// heartbeat ids on a shared control connection.
 pub const ELECTION_ID_BASE: u64 = 1 << 62;
 
-/// A message to send.
+/// A message to send ([`NodeId::WAREHOUSE`] for the proposal).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outgoing {
     pub to: NodeId,
@@ -55,8 +62,9 @@ enum Phase {
     Electing {
         until: Instant,
     },
-    /// Waiting for message 1 until `until`; `trader` if this peer knows it is
-    /// one (ranked above `seats`).
+    /// Waiting for message 1 (or the warehouse's answer to a proposal)
+    /// until `until`; `trader` if this peer knows it is one (ranked above
+    /// `seats`, or the proposer).
     Waiting {
         until: Instant,
         trader: bool,
@@ -79,21 +87,11 @@ pub struct Election {
     alive_above: BTreeSet<NodeId>,
     /// Higher peers that refused this round's message 0.
     unreachable: BTreeSet<NodeId>,
-    result: Option<Vec<NodeId>>,
+    /// The committed view, once known.
+    result: Option<View>,
     /// Every peer heard from (message 0 or 1, an answer): alive, as far as
     /// this peer knows.
     known: BTreeSet<NodeId>,
-}
-
-/// Whether trader set `a` beats `b`: compared highest id first, a higher id
-/// wins; a set that extends the other wins.
-pub fn beats(a: &[NodeId], b: &[NodeId]) -> bool {
-    let desc = |v: &[NodeId]| {
-        let mut v = v.to_vec();
-        v.sort_unstable_by(|x, y| y.cmp(x));
-        v
-    };
-    desc(a) > desc(b)
 }
 
 impl Election {
@@ -116,9 +114,9 @@ impl Election {
         }
     }
 
-    /// The trader set, once known.
-    pub fn result(&self) -> Option<&[NodeId]> {
-        self.result.as_deref()
+    /// The committed view, once known.
+    pub fn result(&self) -> Option<&View> {
+        self.result.as_ref()
     }
 
     /// Whether this peer is electing or waiting for a result right now.
@@ -137,9 +135,10 @@ impl Election {
         }
     }
 
-    /// Starts an election (no-op while one is under way).
+    /// Starts an election (no-op while one is under way or once a result is
+    /// known).
     pub fn start(&mut self, now: Instant) -> Vec<Outgoing> {
-        if matches!(self.phase, Phase::Electing { .. }) {
+        if self.result.is_some() || matches!(self.phase, Phase::Electing { .. }) {
             return Vec::new();
         }
         self.round += 1;
@@ -153,36 +152,36 @@ impl Election {
             .higher()
             .map(|to| Outgoing {
                 to,
-                body: Body::Election { id },
+                body: Body::Election {
+                    id,
+                    epoch: Epoch(0),
+                },
             })
             .collect();
         out.extend(self.maybe_decide(now, false));
         out
     }
 
-    /// A message sent to this peer (message 0 or 1) or a reply it got
-    /// ([`Body::Alive`]). For message 0 the reply to its sender is among the
-    /// returned messages, first.
+    /// A message sent to this peer (message 0 or 1), a reply it got
+    /// ([`Body::Alive`]), or the warehouse's answer to its proposal
+    /// ([`Body::Committed`], or a refusal carrying the committed view). For
+    /// message 0 the reply to its sender is among the returned messages, first.
     pub fn on_message(&mut self, now: Instant, from: NodeId, body: &Body) -> Vec<Outgoing> {
         if self.peers.contains(&from) {
             self.known.insert(from);
         }
         match body {
-            Body::Election { id } => {
+            Body::Election { id, .. } => {
                 let mut out = vec![Outgoing {
                     to: from,
                     body: Body::Alive { id: *id },
                 }];
-                match &self.result {
-                    Some(traders) if !self.in_progress() => out.push(Outgoing {
+                if let Some(view) = &self.result {
+                    out.push(Outgoing {
                         to: from,
-                        body: Body::Elected {
-                            traders: traders.clone(),
-                        },
-                    }),
-                    _ => {}
-                }
-                if self.phase == Phase::Idle {
+                        body: Body::Elected { view: view.clone() },
+                    });
+                } else if self.phase == Phase::Idle {
                     out.extend(self.start(now));
                 }
                 out
@@ -195,37 +194,52 @@ impl Election {
                 }
                 Vec::new()
             }
-            Body::Elected { traders } => self.on_elected(now, traders),
+            Body::Elected { view } => {
+                self.adopt(view);
+                Vec::new()
+            }
+            Body::Committed { view, .. } if from.is_warehouse() => {
+                let fresh = self.adopt(view);
+                if !fresh {
+                    return Vec::new();
+                }
+                // Ours was committed: announce it (message 1).
+                self.peers
+                    .iter()
+                    .filter(|p| **p != self.me)
+                    .map(|&to| Outgoing {
+                        to,
+                        body: Body::Elected { view: view.clone() },
+                    })
+                    .collect()
+            }
+            Body::Refused {
+                reason: Refusal::StaleEpoch { current, .. },
+                ..
+            } if from.is_warehouse() => {
+                // Another proposal was committed first: take it.
+                self.adopt(current);
+                Vec::new()
+            }
             _ => Vec::new(),
         }
     }
 
-    fn on_elected(&mut self, now: Instant, traders: &[NodeId]) -> Vec<Outgoing> {
-        if traders.is_empty() {
-            return Vec::new();
+    /// Takes a committed view if it is newer than the one known; returns
+    /// whether it did.
+    fn adopt(&mut self, view: &View) -> bool {
+        if view.epoch == Epoch(0) || self.result.as_ref().is_some_and(|r| r.epoch >= view.epoch) {
+            return false;
         }
         self.known
-            .extend(traders.iter().filter(|t| self.peers.contains(t)));
-        let left_out = !traders.contains(&self.me)
-            && (traders.len() < self.seats || traders.iter().any(|t| *t < self.me));
-        if left_out {
-            // A live peer the set should hold: contest it (bully-back).
-            return self.start(now);
-        }
-        let better = match &self.result {
-            None => true,
-            Some(r) => beats(traders, r),
-        };
-        if better {
-            let mut t = traders.to_vec();
-            t.sort_unstable();
-            self.result = Some(t);
-        }
+            .extend(view.traders.iter().filter(|t| self.peers.contains(t)));
+        self.result = Some(view.clone());
         self.phase = Phase::Done;
-        Vec::new()
+        true
     }
 
-    /// A message 0 to `peer` could not be delivered (connection refused).
+    /// A message to `peer` could not be delivered (connection refused), or
+    /// the warehouse did not answer a proposal.
     pub fn on_unreachable(&mut self, now: Instant, peer: NodeId) -> Vec<Outgoing> {
         if peer > self.me && matches!(self.phase, Phase::Electing { .. }) {
             self.unreachable.insert(peer);
@@ -240,10 +254,11 @@ impl Election {
             Phase::Electing { until } if now >= until => self.maybe_decide(now, true),
             Phase::Waiting { until, trader } if now >= until => {
                 if trader {
-                    // Nobody below announced: fewer than `seats` live peers.
-                    self.announce()
+                    // Nobody below proposed (fewer than `seats` live peers),
+                    // or our proposal went unanswered: propose.
+                    self.propose(now)
                 } else {
-                    // The peer that was to announce went silent: start again.
+                    // The peer that was to propose went silent: start again.
                     self.phase = Phase::Idle;
                     self.start(now)
                 }
@@ -274,40 +289,42 @@ impl Election {
         }
         let lower_exist = self.peers.iter().any(|p| *p < self.me);
         if above + 1 == self.seats || !lower_exist {
-            self.announce()
+            self.propose(now)
         } else {
             self.phase = wait;
             Vec::new()
         }
     }
 
-    /// Announces the traders this peer knows: the `seats` highest of itself,
-    /// the higher peers that answered, and every peer it heard from.
-    fn announce(&mut self) -> Vec<Outgoing> {
+    /// Proposes to the warehouse the traders this peer knows: the `seats`
+    /// highest of itself, the higher peers that answered, and every peer it
+    /// heard from; waits for the answer (and proposes again if none comes).
+    fn propose(&mut self, now: Instant) -> Vec<Outgoing> {
         let mut known: BTreeSet<NodeId> = self.alive_above.clone();
         known.insert(self.me);
         known.extend(self.known.iter().copied());
-        known.extend(self.result.iter().flatten().copied());
         let mut traders: Vec<NodeId> = known.into_iter().rev().take(self.seats).collect();
         traders.sort_unstable();
-        self.result = Some(traders.clone());
-        self.phase = Phase::Done;
-        self.peers
-            .iter()
-            .filter(|p| **p != self.me)
-            .map(|&to| Outgoing {
-                to,
-                body: Body::Elected {
-                    traders: traders.clone(),
-                },
-            })
-            .collect()
+        self.phase = Phase::Waiting {
+            until: now + self.timeout * 2,
+            trader: true,
+        };
+        vec![Outgoing {
+            to: NodeId::WAREHOUSE,
+            body: Body::Propose {
+                id: self.round_id(),
+                base: Epoch(0),
+                traders,
+                cause: "elected (messages 0 and 1)".into(),
+            },
+        }]
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::warehouse::registry::Registry;
     use std::collections::{BTreeMap, BinaryHeap};
 
     /// How a peer that is not up behaves towards a sender.
@@ -324,6 +341,8 @@ mod tests {
     struct Net {
         t0: Instant,
         nodes: BTreeMap<NodeId, Election>,
+        /// The warehouse's registry, which commits the first proposal.
+        registry: Registry,
         down: BTreeMap<NodeId, Down>,
         /// Extra delay for messages on (from, to).
         slow: BTreeMap<(NodeId, NodeId), Duration>,
@@ -347,9 +366,15 @@ mod tests {
                 .iter()
                 .map(|&p| (p, Election::new(p, &peers, seats, TIMEOUT)))
                 .collect();
+            let t0 = Instant::now();
+            let mut registry = Registry::new(n, seats, TIMEOUT, Vec::new(), t0);
+            for &p in &peers {
+                registry.join(p).unwrap();
+            }
             Self {
-                t0: Instant::now(),
+                t0,
                 nodes,
+                registry,
                 down: BTreeMap::new(),
                 slow: BTreeMap::new(),
                 queue: BinaryHeap::new(),
@@ -415,6 +440,17 @@ mod tests {
                         continue;
                     }
                     let at = self.at();
+                    if to.is_warehouse() {
+                        let reply = self.warehouse(at, from, &body);
+                        self.send(
+                            to,
+                            vec![Outgoing {
+                                to: from,
+                                body: reply,
+                            }],
+                        );
+                        continue;
+                    }
                     let out = self.nodes.get_mut(&to).unwrap().on_message(at, from, &body);
                     // The reply to message 0 travels back to its sender like any message.
                     self.send(to, out);
@@ -437,6 +473,23 @@ mod tests {
             }
         }
 
+        /// The warehouse's answer to a proposal.
+        fn warehouse(&mut self, at: Instant, from: NodeId, body: &Body) -> Body {
+            let Body::Propose {
+                id, base, traders, ..
+            } = body
+            else {
+                panic!("the election sends the warehouse proposals only: {body:?}")
+            };
+            match self.registry.decide(at, from, *base, traders) {
+                Ok(view) => {
+                    self.registry.commit(view.clone());
+                    Body::Committed { id: *id, view }
+                }
+                Err(reason) => Body::Refused { id: *id, reason },
+            }
+        }
+
         fn quiet(&self) -> bool {
             self.nodes
                 .iter()
@@ -449,13 +502,27 @@ mod tests {
             self.nodes
                 .iter()
                 .filter(|(id, _)| !self.down.contains_key(id))
-                .map(|(id, e)| (id.0, e.result().map(|r| r.iter().map(|n| n.0).collect())))
+                .map(|(id, e)| {
+                    let r = e.result().map(|v| v.traders.iter().map(|n| n.0).collect());
+                    (id.0, r)
+                })
                 .collect()
         }
 
+        /// Every live peer holds `want`, as epoch 1: one proposal was
+        /// committed, whatever the rounds did.
         fn assert_all_agree(&self, want: &[u32]) {
             for (id, r) in self.results() {
                 assert_eq!(r.as_deref(), Some(want), "peer {id}: {:?}", self.results());
+            }
+            assert_eq!(
+                self.registry.views().len(),
+                1,
+                "{:?}",
+                self.registry.views()
+            );
+            for e in self.nodes.values().filter(|e| e.result.is_some()) {
+                assert_eq!(e.result().unwrap().epoch, Epoch(1));
             }
         }
     }
@@ -541,40 +608,45 @@ mod tests {
     }
 
     #[test]
-    fn a_late_alive_is_contested_and_the_higher_set_wins() {
+    fn a_late_alive_cannot_split_the_market_the_first_commit_stands() {
         let mut net = Net::new(6, 2);
         // 6's answer to 5 arrives long after 5's timeout: 5 thinks it is alone
-        // at the top for a while.
+        // at the top for a while and proposes a set without 6.
         net.slow
             .insert((NodeId(6), NodeId(5)), Duration::from_millis(400));
         net.start(&[1, 2, 3, 4, 5, 6]);
         net.run(Duration::from_secs(10));
-        net.assert_all_agree(&[5, 6]);
+        let first = net.results()[0].1.clone().expect("a result");
+        net.assert_all_agree(&first);
     }
 
     #[test]
-    fn a_late_result_from_an_old_round_does_not_undo_a_better_one() {
+    fn a_late_or_stale_result_does_not_undo_a_newer_one() {
         let now = Instant::now();
         let peers = ids(&[1, 2, 3, 4]);
         let mut e = Election::new(NodeId(1), &peers, 2, TIMEOUT);
         e.start(now);
+        let view = |epoch, v: &[u32]| View {
+            epoch: Epoch(epoch),
+            traders: ids(v),
+        };
         e.on_message(
             now,
             NodeId(4),
             &Body::Elected {
-                traders: ids(&[3, 4]),
+                view: view(2, &[3, 4]),
             },
         );
-        assert_eq!(e.result(), Some(&ids(&[3, 4])[..]));
-        // A stale announcement naming lower peers arrives late: ignored.
+        assert_eq!(e.result(), Some(&view(2, &[3, 4])));
+        // An older announcement arrives late: ignored.
         e.on_message(
             now,
             NodeId(2),
             &Body::Elected {
-                traders: ids(&[2, 3]),
+                view: view(1, &[2, 3]),
             },
         );
-        assert_eq!(e.result(), Some(&ids(&[3, 4])[..]));
+        assert_eq!(e.result(), Some(&view(2, &[3, 4])));
         // A late answer of an old round changes nothing either.
         let old = RequestId {
             node: NodeId(1),
@@ -589,37 +661,73 @@ mod tests {
             node: NodeId(0),
             seq: 1,
         };
-        let out = e.on_message(now, NodeId(0), &Body::Election { id });
+        let out = e.on_message(
+            now,
+            NodeId(0),
+            &Body::Election {
+                id,
+                epoch: Epoch(0),
+            },
+        );
         assert_eq!(out[0].body, Body::Alive { id });
-        assert!(matches!(&out[1].body, Body::Elected { traders } if *traders == ids(&[3, 4])));
+        assert_eq!(
+            out[1].body,
+            Body::Elected {
+                view: view(2, &[3, 4])
+            }
+        );
+        assert!(
+            e.start(now).is_empty(),
+            "no new election once a view is known"
+        );
     }
 
     #[test]
-    fn a_live_peer_left_out_contests_the_result() {
+    fn a_refused_proposer_adopts_the_committed_view_and_announces_nothing() {
         let now = Instant::now();
         let peers = ids(&[1, 2, 3, 4]);
-        let mut e = Election::new(NodeId(3), &peers, 2, TIMEOUT);
-        let out = e.on_message(
-            now,
-            NodeId(2),
-            &Body::Elected {
-                traders: ids(&[2, 4]),
+        let mut e = Election::new(NodeId(4), &peers, 1, TIMEOUT);
+        let out = e.start(now);
+        assert!(
+            matches!(
+                &out[..],
+                [Outgoing {
+                    to: NodeId::WAREHOUSE,
+                    body: Body::Propose { .. }
+                }]
+            ),
+            "{out:?}"
+        );
+        let committed = View {
+            epoch: Epoch(1),
+            traders: ids(&[3]),
+        };
+        let refused = Body::Refused {
+            id: RequestId::default(),
+            reason: Refusal::StaleEpoch {
+                theirs: Epoch(0),
+                current: committed.clone(),
             },
-        );
-        assert_eq!(
-            out,
-            vec![Outgoing {
-                to: NodeId(4),
-                body: Body::Election {
-                    id: RequestId {
-                        node: NodeId(3),
-                        seq: ELECTION_ID_BASE + 1
-                    }
-                }
+        };
+        assert!(e.on_message(now, NodeId::WAREHOUSE, &refused).is_empty());
+        assert_eq!(e.result(), Some(&committed));
+        assert!(!e.in_progress());
+    }
+
+    #[test]
+    fn an_unanswered_proposal_is_made_again() {
+        let now = Instant::now();
+        let peers = ids(&[1, 2]);
+        let mut e = Election::new(NodeId(2), &peers, 1, TIMEOUT);
+        assert_eq!(e.start(now).len(), 1);
+        assert!(e.on_tick(now + TIMEOUT).is_empty());
+        let again = e.on_tick(now + TIMEOUT * 2);
+        assert!(matches!(
+            &again[..],
+            [Outgoing {
+                body: Body::Propose { .. },
+                ..
             }]
-        );
-        assert!(beats(&ids(&[3, 4]), &ids(&[2, 4])));
-        assert!(beats(&ids(&[4]), &ids(&[2, 3])));
-        assert!(beats(&ids(&[3, 4]), &ids(&[4])));
+        ));
     }
 }

@@ -1,7 +1,9 @@
 //! The failover part of a run's report: who was elected, each fault, when and
 //! by whom it was detected, how many requests were retried and how many
 //! acknowledged requests were lost (must be 0), and the items shipped before
-//! and after each fault (the document's fault experiment).
+//! and after each fault (the document's fault experiment); every trader set
+//! the warehouse committed (one per epoch), and when the warehouse was
+//! unreachable.
 //!
 //! Built after the run from the nodes' histories (the `failover` lines of
 //! [`crate::membership::Record`] and the clients' requests) and the
@@ -16,7 +18,29 @@ use crate::config::FaultKind;
 use crate::history::{History, Outcome};
 use crate::membership::Happening;
 use crate::warehouse::store::Snapshot;
-use crate::wire::{NodeId, Side};
+use crate::wire::{NodeId, Side, View};
+
+/// A trader set the warehouse committed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ViewChange {
+    pub view: View,
+    pub proposer: NodeId,
+    pub cause: String,
+    pub wall_us: u64,
+}
+
+/// A time the warehouse could not be reached, as the traders' lease
+/// renewals saw it: from the first trader that lost it to the first that
+/// reached it again (`until_us` is `None` if it never came back).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outage {
+    pub from_us: u64,
+    pub until_us: Option<u64>,
+    /// Seconds after trading began.
+    pub at_s: f64,
+    pub lasted_s: Option<f64>,
+    pub reason: String,
+}
 
 /// When and by whom a fault was detected.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -68,6 +92,12 @@ pub struct FailoverReport {
     pub retries: u64,
     /// Acknowledged requests the warehouse never applied (must be 0).
     pub lost: u64,
+    /// Every trader set the warehouse committed, in epoch order.
+    #[serde(default)]
+    pub views: Vec<ViewChange>,
+    /// Times the warehouse could not be reached.
+    #[serde(default)]
+    pub warehouse_outages: Vec<Outage>,
 }
 
 impl FailoverReport {
@@ -84,6 +114,8 @@ impl FailoverReport {
         let mut detections = Vec::new();
         let mut retried = BTreeSet::new();
         let mut retries = 0;
+        let mut views = Vec::new();
+        let mut warehouse: Vec<(u64, bool, String)> = Vec::new();
         for r in &history.failover {
             match &r.what {
                 Happening::Elected { traders, .. } => {
@@ -111,16 +143,59 @@ impl FailoverReport {
                     retries += 1;
                     retried.insert(*id);
                 }
-                Happening::Promoted { .. } => {}
+                Happening::Committed {
+                    view,
+                    proposer,
+                    cause,
+                } => views.push(ViewChange {
+                    view: view.clone(),
+                    proposer: *proposer,
+                    cause: cause.clone(),
+                    wall_us: r.wall_us,
+                }),
+                Happening::Warehouse { up, reason } => {
+                    warehouse.push((r.wall_us, *up, reason.clone()))
+                }
+                Happening::Promoted { .. } | Happening::View { .. } | Happening::Deposed { .. } => {
+                }
+            }
+        }
+        views.sort_by_key(|v| v.view.epoch);
+        warehouse.sort_by_key(|(t, ..)| *t);
+        let mut warehouse_outages: Vec<Outage> = Vec::new();
+        for (t, up, reason) in warehouse {
+            match warehouse_outages.last_mut() {
+                Some(o) if o.until_us.is_none() && up => {
+                    o.until_us = Some(t);
+                    o.lasted_s = Some(t.saturating_sub(o.from_us) as f64 / 1e6);
+                }
+                Some(o) if o.until_us.is_none() => {}
+                _ if !up => warehouse_outages.push(Outage {
+                    from_us: t,
+                    until_us: None,
+                    at_s: t.saturating_sub(began_us) as f64 / 1e6,
+                    lasted_s: None,
+                    reason,
+                }),
+                _ => {}
             }
         }
         detections.sort_by_key(|(_, d)| d.wall_us);
         faults.sort_by_key(|(r, ..)| r.wall_us);
-        let elected = votes
-            .into_iter()
-            .max_by_key(|(_, n)| *n)
-            .map(|(t, _)| t)
-            .unwrap_or_default();
+        // The warehouse's record is the authority; the peers' votes serve a
+        // run without one (an old run directory).
+        let elected = match store.views.first() {
+            Some(v) => v.traders.clone(),
+            None => votes
+                .into_iter()
+                .max_by_key(|(_, n)| *n)
+                .map(|(t, _)| t)
+                .unwrap_or_default(),
+        };
+        let final_traders = match store.views.last() {
+            Some(v) => v.traders.clone(),
+            None => final_traders.to_vec(),
+        };
 
         // Items shipped to buyers, by the time the buyer heard.
         let shipped: Vec<(u64, u64)> = history
@@ -182,12 +257,14 @@ impl FailoverReport {
             .count() as u64;
         FailoverReport {
             elected,
-            final_traders: final_traders.to_vec(),
+            final_traders,
             faults,
             detections: detections.into_iter().map(|(_, d)| d).collect(),
             requests_retried: retried.len() as u64,
             retries,
             lost,
+            views,
+            warehouse_outages,
         }
     }
 }

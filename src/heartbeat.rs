@@ -14,6 +14,16 @@
 //! heartbeats that only connect never notice. A refusal or a connection that
 //! drops is not an answer.
 //!
+//! The heartbeats also keep a trader's lease ([`crate::lease`]) while the
+//! warehouse cannot be reached: [`Detector::lease_anchor`] is the time from
+//! which the trader may count a lease once *every* other trader of its epoch
+//! has answered a heartbeat of that epoch sent since then. Any of them could
+//! propose this trader's removal, and each one proposes it only after
+//! hearing nothing from it (no answer, no heartbeat: see
+//! [`Detector::on_heard`]) for `timeout`, longer than a lease: so a lease
+//! counted this way has ended before a set without this trader can be
+//! committed, as one granted by the warehouse has.
+//!
 //! Bounds: a dead trader is declared within `timeout` plus one tick of the
 //! driver after its last answer, at most `timeout + interval` after it died
 //! (it answered a heartbeat at most `interval` before dying); a trader whose
@@ -23,7 +33,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::wire::{Body, NodeId, RequestId};
+use crate::wire::{Body, Epoch, NodeId, RequestId, View};
 
 /// A heartbeat to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +71,8 @@ pub enum Output {
 struct Watch {
     last_heard: Instant,
     next_beat: Instant,
+    /// When the latest heartbeat it answered (in this detector's epoch) was sent.
+    acked_sent: Option<Instant>,
 }
 
 /// One trader's view of the other traders' health.
@@ -70,7 +82,11 @@ pub struct Detector {
     interval: Duration,
     timeout: Duration,
     watched: BTreeMap<NodeId, Watch>,
+    /// The view the watched traders come from; every heartbeat carries it.
+    view: View,
     next_seq: u64,
+    /// When each heartbeat still unanswered was sent, by its sequence number.
+    sent: BTreeMap<u64, Instant>,
 }
 
 impl Detector {
@@ -80,7 +96,9 @@ impl Detector {
             interval,
             timeout,
             watched: BTreeMap::new(),
+            view: View::default(),
             next_seq: 1,
+            sent: BTreeMap::new(),
         }
     }
 
@@ -89,9 +107,22 @@ impl Detector {
         self.watched.keys().copied()
     }
 
-    /// Watches `traders` (this trader excluded). A newly watched trader gets a
-    /// full `timeout` from now; one no longer listed is forgotten.
-    pub fn watch(&mut self, now: Instant, traders: &[NodeId]) {
+    /// Watches the traders of `view` (this trader excluded; none if this
+    /// node is not one of them). A newly watched trader gets a full `timeout`
+    /// from now; one no longer listed is forgotten.
+    pub fn watch(&mut self, now: Instant, view: &View) {
+        let traders: &[NodeId] = if view.contains(self.me) {
+            &view.traders
+        } else {
+            &[]
+        };
+        if view.epoch != self.view.epoch {
+            // Answers to another epoch's heartbeats vouch for nothing now.
+            for w in self.watched.values_mut() {
+                w.acked_sent = None;
+            }
+        }
+        self.view = view.clone();
         self.watched
             .retain(|n, _| traders.contains(n) && *n != self.me);
         for &t in traders {
@@ -99,6 +130,7 @@ impl Detector {
                 self.watched.entry(t).or_insert(Watch {
                     last_heard: now,
                     next_beat: now,
+                    acked_sent: None,
                 });
             }
         }
@@ -121,9 +153,13 @@ impl Detector {
                     seq: self.next_seq,
                 };
                 self.next_seq += 1;
+                self.sent.insert(id.seq, now);
                 out.push(Output::Send(Beat {
                     to: node,
-                    body: Body::Heartbeat { id },
+                    body: Body::Heartbeat {
+                        id,
+                        view: self.view.clone(),
+                    },
                 }));
             }
         }
@@ -131,13 +167,50 @@ impl Detector {
             self.watched.remove(&node);
             out.push(Output::Dead { node, cause });
         }
+        // Heartbeats unanswered for a whole timeout are answered by no one.
+        self.sent
+            .retain(|_, at| now.saturating_duration_since(*at) < self.timeout);
         out
+    }
+
+    /// `from` sent this trader a heartbeat: it is alive, as much as if it had
+    /// answered one.
+    pub fn on_heard(&mut self, now: Instant, from: NodeId) {
+        if let Some(w) = self.watched.get_mut(&from) {
+            w.last_heard = w.last_heard.max(now);
+        }
+    }
+
+    /// The time from which this trader may count a lease on its fellow
+    /// traders' word: the oldest of the latest answered heartbeats' send
+    /// times, once every other trader of the epoch has answered one; `None`
+    /// while one has not (or there is no other trader).
+    pub fn lease_anchor(&self) -> Option<Instant> {
+        if self.watched.is_empty() {
+            return None;
+        }
+        self.watched
+            .values()
+            .map(|w| w.acked_sent)
+            .collect::<Option<Vec<Instant>>>()?
+            .into_iter()
+            .min()
+    }
+
+    /// The epoch this detector's heartbeats carry.
+    pub fn epoch(&self) -> Epoch {
+        self.view.epoch
     }
 
     /// A reply to a heartbeat. Only [`Body::HeartbeatAck`] counts as alive.
     pub fn on_message(&mut self, now: Instant, from: NodeId, body: &Body) -> Vec<Output> {
-        if let (Body::HeartbeatAck { .. }, Some(w)) = (body, self.watched.get_mut(&from)) {
+        if let (Body::HeartbeatAck { id, epoch }, Some(w)) = (body, self.watched.get_mut(&from)) {
             w.last_heard = w.last_heard.max(now);
+            if let Some(sent) = self.sent.remove(&id.seq)
+                && *epoch == self.view.epoch
+            {
+                w.acked_sent = Some(w.acked_sent.map_or(sent, |a| a.max(sent)));
+            }
         }
         Vec::new()
     }
@@ -175,6 +248,13 @@ mod tests {
         NodeId(i)
     }
 
+    fn view(traders: &[NodeId]) -> View {
+        View {
+            epoch: Epoch(1),
+            traders: traders.to_vec(),
+        }
+    }
+
     fn sends(out: &[Output]) -> Vec<NodeId> {
         out.iter()
             .filter_map(|o| match o {
@@ -201,7 +281,7 @@ mod tests {
     ) -> Vec<(NodeId, Duration)> {
         let t0 = Instant::now();
         let mut d = Detector::new(n(6), INTERVAL, TIMEOUT);
-        d.watch(t0, &[n(4), n(5), n(6)]);
+        d.watch(t0, &view(&[n(4), n(5), n(6)]));
         let mut died = Vec::new();
         let mut t = Duration::ZERO;
         while t <= until {
@@ -209,10 +289,11 @@ mod tests {
             for o in d.on_tick(now) {
                 match o {
                     Output::Send(b) if answering(t, b.to) => {
-                        let Body::Heartbeat { id } = b.body else {
+                        let Body::Heartbeat { id, view } = b.body else {
                             panic!("{b:?}")
                         };
-                        d.on_message(now, b.to, &Body::HeartbeatAck { id });
+                        let epoch = view.epoch;
+                        d.on_message(now, b.to, &Body::HeartbeatAck { id, epoch });
                     }
                     Output::Send(_) => {}
                     Output::Dead { node, .. } => died.push((node, t)),
@@ -221,6 +302,67 @@ mod tests {
             t += TICK;
         }
         died
+    }
+
+    #[test]
+    fn a_lease_on_the_heartbeats_needs_every_other_trader_to_answer() {
+        let t0 = Instant::now();
+        let mut d = Detector::new(n(6), INTERVAL, TIMEOUT);
+        d.watch(t0, &view(&[n(4), n(5), n(6)]));
+        let out = d.on_tick(t0);
+        let beats: Vec<Beat> = out
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        let ack = |b: &Beat, epoch| {
+            let Body::Heartbeat { id, .. } = b.body else {
+                panic!()
+            };
+            Body::HeartbeatAck { id, epoch }
+        };
+        assert_eq!(d.lease_anchor(), None);
+        d.on_message(t0 + TICK, beats[0].to, &ack(&beats[0], Epoch(1)));
+        assert_eq!(d.lease_anchor(), None, "trader 5 has not answered yet");
+        // An answer from another epoch vouches for nothing.
+        d.on_message(t0 + TICK, beats[1].to, &ack(&beats[1], Epoch(7)));
+        assert_eq!(d.lease_anchor(), None);
+        let out = d.on_tick(t0 + INTERVAL);
+        let again: Vec<Beat> = out
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send(b) if b.to == n(5) => Some(b),
+                _ => None,
+            })
+            .collect();
+        d.on_message(t0 + INTERVAL + TICK, n(5), &ack(&again[0], Epoch(1)));
+        // Anchored at the oldest send among the answers: 4's, at t0.
+        assert_eq!(d.lease_anchor(), Some(t0));
+        // A new epoch starts over.
+        d.watch(
+            t0 + INTERVAL,
+            &View {
+                epoch: Epoch(2),
+                traders: vec![n(4), n(5), n(6)],
+            },
+        );
+        assert_eq!(d.lease_anchor(), None);
+    }
+
+    #[test]
+    fn a_heartbeat_received_counts_as_hearing_from_its_sender() {
+        let t0 = Instant::now();
+        let mut d = Detector::new(n(6), INTERVAL, TIMEOUT);
+        d.watch(t0, &view(&[n(5), n(6)]));
+        // 5 never answers our heartbeats, but its own keep arriving.
+        let mut t = Duration::ZERO;
+        while t < TIMEOUT * 3 {
+            d.on_heard(t0 + t, n(5));
+            assert!(deaths(&d.on_tick(t0 + t)).is_empty(), "at {t:?}");
+            t += INTERVAL;
+        }
     }
 
     #[test]
@@ -244,7 +386,7 @@ mod tests {
     fn a_refused_connection_is_death_at_once_and_only_once() {
         let now = Instant::now();
         let mut d = Detector::new(n(6), INTERVAL, TIMEOUT);
-        d.watch(now, &[n(5), n(6)]);
+        d.watch(now, &view(&[n(5), n(6)]));
         assert_eq!(sends(&d.on_tick(now)), vec![n(5)]);
         let out = d.on_refused(now, n(5), "connection refused".into());
         assert_eq!(deaths(&out), vec![n(5)]);
@@ -256,7 +398,7 @@ mod tests {
     fn a_refusal_or_a_lost_connection_is_not_an_answer() {
         let t0 = Instant::now();
         let mut d = Detector::new(n(6), INTERVAL, TIMEOUT);
-        d.watch(t0, &[n(5), n(6)]);
+        d.watch(t0, &view(&[n(5), n(6)]));
         d.on_tick(t0);
         let id = RequestId { node: n(6), seq: 1 };
         let refused = Body::Refused {
@@ -273,15 +415,15 @@ mod tests {
     fn a_newly_watched_trader_gets_a_full_timeout() {
         let t0 = Instant::now();
         let mut d = Detector::new(n(6), INTERVAL, TIMEOUT);
-        d.watch(t0, &[n(6)]);
+        d.watch(t0, &view(&[n(6)]));
         assert!(d.on_tick(t0 + TIMEOUT * 3).is_empty());
         let later = t0 + TIMEOUT * 3;
-        d.watch(later, &[n(3), n(6)]);
+        d.watch(later, &view(&[n(3), n(6)]));
         assert_eq!(sends(&d.on_tick(later)), vec![n(3)]);
         assert!(deaths(&d.on_tick(later + TIMEOUT - TICK)).is_empty());
         assert_eq!(deaths(&d.on_tick(later + TIMEOUT)), vec![n(3)]);
         // Unwatching forgets.
-        d.watch(later, &[n(6)]);
+        d.watch(later, &view(&[n(6)]));
         assert_eq!(d.watched().count(), 0);
     }
 }

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Lamport;
 use crate::membership::{Happening, Record};
-use crate::wire::{NodeId, ProductId, Qty, RequestId, Side};
+use crate::wire::{NodeId, ProductId, Qty, RequestId, Side, View};
 
 /// Longest time appended events wait in memory before reaching the OS (the
 /// most a killed process loses; also how stale the launcher's progress line is).
@@ -377,6 +377,15 @@ pub struct Unanswered {
     pub closed: bool,
 }
 
+/// How one node's history ended: the last view it adopted, and whether it
+/// stopped cleanly (its last opening was closed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Final {
+    pub node: NodeId,
+    pub view: Option<View>,
+    pub closed: bool,
+}
+
 /// A run's histories, sorted out: requests paired, and everything else by kind.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct History {
@@ -397,6 +406,8 @@ pub struct History {
     pub failover: Vec<Record>,
     /// Histories that were not closed cleanly (their node was killed).
     pub unclosed: Vec<PathBuf>,
+    /// How each node's history ended.
+    pub finals: Vec<Final>,
     /// The earliest and latest wall times seen, µs since the epoch (0 if none).
     pub first_us: u64,
     pub last_us: u64,
@@ -415,6 +426,8 @@ impl History {
             let mut open: HashMap<RequestId, Invoke> = HashMap::new();
             let mut done: HashSet<RequestId> = HashSet::new();
             let mut closed = false;
+            let mut node = None;
+            let mut last_view = None;
             let end_segment =
                 |open: &mut HashMap<RequestId, Invoke>, closed: bool, h: &mut History| {
                     let mut left: Vec<Invoke> = open.drain().map(|(_, i)| i).collect();
@@ -427,7 +440,8 @@ impl History {
                 h.first_us = h.first_us.min(t);
                 h.last_us = h.last_us.max(t);
                 match event {
-                    Event::Opened(_) => {
+                    Event::Opened(m) => {
+                        node = Some(m.node);
                         if n > 0 {
                             end_segment(&mut open, closed, &mut h);
                             if !closed {
@@ -451,8 +465,20 @@ impl History {
                         None => h.orphans.push(c.clone()),
                     },
                     Event::Flush(f) => h.flushes.push(f.clone()),
-                    Event::Failover(r) => h.failover.push(r.clone()),
+                    Event::Failover(r) => {
+                        if let Happening::View { view, .. } = &r.what {
+                            last_view = Some(view.clone());
+                        }
+                        h.failover.push(r.clone());
+                    }
                 }
+            }
+            if let Some(node) = node {
+                h.finals.push(Final {
+                    node,
+                    view: last_view,
+                    closed,
+                });
             }
             end_segment(&mut open, closed, &mut h);
             // The launcher's file has no marks; a node's file always opens with one.

@@ -46,6 +46,7 @@
 //! - [`report`]: `report.json`, the terminal summary, the plots and the
 //!   progress line.
 
+pub mod backoff;
 pub mod check;
 pub mod clock;
 pub mod config;
@@ -53,6 +54,8 @@ pub mod election;
 pub mod failover;
 pub mod heartbeat;
 pub mod history;
+pub mod launch;
+pub mod lease;
 pub mod link;
 pub mod market;
 pub mod membership;
@@ -60,6 +63,7 @@ pub mod net;
 pub mod node;
 pub mod peer;
 pub mod report;
+pub mod role;
 pub mod trader;
 pub mod warehouse;
 pub mod wire;

@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use bazaar::clock::Clock;
 use bazaar::config::{Config, ConfigError, Mode, Role};
+use bazaar::launch::Line;
 use bazaar::market::RunDir;
 use bazaar::net::{Tcp, Transport};
-use bazaar::node::{self, AddressBook, IoMode, NodeContext, ServeOptions};
+use bazaar::node::{AddressBook, IoMode, NodeContext, ServeOptions};
 use bazaar::warehouse::store::Store;
 use bazaar::wire::NodeId;
 use bazaar::{check, history};
@@ -62,11 +63,16 @@ enum Cmd {
         /// Address to listen on (default: the node's [network] address).
         #[arg(long)]
         listen: Option<SocketAddr>,
-        /// Directory for this node's data and history (default: ./node-<id>).
+        /// Directory for this node's data and history (default: ./node-<id>,
+        /// or RUN_DIR/data/<node> with --run-dir).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Run directory of a launched market (set by `bazaar run`).
-        #[arg(long, hide = true)]
+        /// A run directory shared by every node of a hand-started market (on
+        /// one host, or a shared filesystem): each node writes its history to
+        /// RUN_DIR/history and its data to RUN_DIR/data/<node>, the warehouse
+        /// writes RUN_DIR/config.toml; then `bazaar check RUN_DIR` and
+        /// `bazaar report RUN_DIR` work on it once the nodes have stopped.
+        #[arg(long)]
         run_dir: Option<PathBuf>,
         /// Take the address book and stop signals on stdin (set by `bazaar run`).
         #[arg(long, hide = true)]
@@ -247,6 +253,14 @@ async fn run_node(
         (_, Some(d)) => (d.clone(), d.join("history")),
         (Some(r), None) => {
             let dir = RunDir { root: r.clone() };
+            if !launched && me.is_warehouse() {
+                // A hand-started market: the run directory's config, for
+                // `bazaar check` and `bazaar report`.
+                std::fs::create_dir_all(&dir.root)
+                    .with_context(|| format!("cannot create {}", dir.root.display()))?;
+                std::fs::write(dir.config(), cfg.to_toml())
+                    .with_context(|| format!("cannot write {}", dir.config().display()))?;
+            }
             (dir.data_of(me), dir.history())
         }
         (None, None) => {
@@ -261,7 +275,7 @@ async fn run_node(
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%me, %role, %addr, "listening");
-    node::tell_launcher(&format!("ready {addr}"));
+    Line::Ready(addr).tell();
 
     let stop_work = CancellationToken::new();
     let stop_all = CancellationToken::new();
@@ -272,21 +286,21 @@ async fn run_node(
         let Some(line) = lines.next_line().await? else {
             return Ok(()); // the launcher went away before the start
         };
-        let json = line
-            .strip_prefix("start ")
-            .context("expected `start <address book>` on stdin")?;
-        let book: AddressBook = serde_json::from_str(json).context("bad address book")?;
+        let Ok(Line::Start(book)) = line.parse::<Line>() else {
+            bail!("expected `start <address book>` on stdin, got {line:?}");
+        };
         let (work, all) = (stop_work.clone(), stop_all.clone());
         let (wedge, clock) = (wedge.clone(), clock.clone());
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                match line.as_str() {
-                    "stop" => work.cancel(),
+                match line.parse::<Line>() {
+                    Ok(Line::Stop) => work.cancel(),
                     // The fault experiments: stop the trader worker, keep the socket.
-                    "wedge" => wedge.cancel(),
+                    Ok(Line::Wedge) => wedge.cancel(),
                     // The launcher asks for our Lamport time just before a fault.
-                    "clock" => node::tell_launcher(&format!("clock {}", clock.now().0)),
-                    other => tracing::warn!("unknown launcher command {other:?}"),
+                    Ok(Line::AskClock) => Line::Clock(clock.now()).tell(),
+                    Ok(other) => tracing::warn!("unexpected launcher line {other}"),
+                    Err(e) => tracing::warn!("{e}"),
                 }
             }
             // stdin closed: the launcher is done with us, or dead.
@@ -295,12 +309,13 @@ async fn run_node(
         });
         book
     } else {
+        // Buyers and sellers stop `duration` after the market opened for
+        // them (`trade_for` below); everyone stops on Ctrl-C.
         let (work, all) = (stop_work.clone(), stop_all.clone());
-        let duration = cfg.market.duration;
         tokio::spawn(async move {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
-                _ = tokio::time::sleep(duration), if matches!(role, Role::Buyer | Role::Seller) => {}
+                _ = work.cancelled() => {}
             }
             work.cancel();
             all.cancel();
@@ -328,7 +343,10 @@ async fn run_node(
         history_dir,
     )?;
     (ctx.clock, ctx.wedge, ctx.launched) = (clock, wedge, launched);
-    node::run(
+    if !launched {
+        ctx.trade_for = Some(ctx.config.market.duration);
+    }
+    bazaar::role::run(
         ctx,
         listener,
         ServeOptions::default(),
@@ -336,7 +354,7 @@ async fn run_node(
         stop_all,
         move || {
             if launched {
-                node::tell_launcher("done");
+                Line::Done.tell();
             }
         },
     )

@@ -38,11 +38,12 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Lamport;
 use crate::config::{Config, FaultKind, Role, Target};
 use crate::history::{self, Event};
+use crate::launch::Line;
 use crate::membership::{Happening, Record};
 use crate::node::AddressBook;
 use crate::report::{Report, Trading};
 use crate::trader::journal::Journal;
-use crate::wire::{FlushEntry, NodeId};
+use crate::wire::{FlushEntry, NodeId, View};
 
 /// How long a child may take to bind and say `ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -137,7 +138,7 @@ struct Launched {
 }
 
 impl Launched {
-    async fn say(&mut self, line: &str) -> anyhow::Result<()> {
+    async fn say(&mut self, line: &Line) -> anyhow::Result<()> {
         let stdin = self.stdin.as_mut().context("stdin already closed")?;
         stdin.write_all(format!("{line}\n").as_bytes()).await?;
         stdin.flush().await?;
@@ -267,25 +268,27 @@ fn forward(
 /// The launcher's view of the market while it trades.
 struct Watcher {
     lines: mpsc::Receiver<(NodeId, String)>,
-    traders: Vec<NodeId>,
+    /// The newest view any node reported.
+    view: View,
     done: std::collections::BTreeSet<NodeId>,
     clocks: BTreeMap<NodeId, Lamport>,
 }
 
 impl Watcher {
     fn take(&mut self, node: NodeId, line: &str) {
-        if let Some(ids) = line.strip_prefix("traders ") {
-            let ids: Vec<NodeId> = ids
-                .split(',')
-                .filter_map(|i| i.trim().parse().ok().map(NodeId))
-                .collect();
-            self.traders = ids;
-        } else if line == "done" {
-            self.done.insert(node);
-        } else if let Some(n) = line.strip_prefix("clock ").and_then(|n| n.parse().ok()) {
-            self.clocks.insert(node, Lamport(n));
-        } else {
-            tracing::warn!("{node} said {line:?}");
+        match line.parse::<Line>() {
+            Ok(Line::Traders(view)) => {
+                if view.epoch > self.view.epoch {
+                    self.view = view;
+                }
+            }
+            Ok(Line::Done) => {
+                self.done.insert(node);
+            }
+            Ok(Line::Clock(n)) => {
+                self.clocks.insert(node, n);
+            }
+            _ => tracing::warn!("{node} said {line:?}"),
         }
     }
 
@@ -314,6 +317,7 @@ async fn strike(
         Target::Peer(n) => Some(n),
         Target::Trader => {
             let live: Vec<NodeId> = watcher
+                .view
                 .traders
                 .iter()
                 .copied()
@@ -331,7 +335,7 @@ async fn strike(
         return Ok(None);
     };
     watcher.clocks.remove(&victim);
-    let _ = n.say("clock").await;
+    let _ = n.say(&Line::AskClock).await;
     watcher
         .until(CLOCK_TIMEOUT, |w| w.clocks.contains_key(&victim))
         .await;
@@ -343,7 +347,7 @@ async fn strike(
             n.killed = true;
             n.stdin.take();
         }
-        FaultKind::Wedge => n.say("wedge").await?,
+        FaultKind::Wedge => n.say(&Line::Wedge).await?,
     }
     eprintln!("fault: {kind:?} {victim}");
     Ok(Some(Record {
@@ -411,10 +415,9 @@ async fn drive(
                 dir.logs().join(format!("{}.log", n.node)).display()
             )
         })?;
-        let addr: SocketAddr = line
-            .strip_prefix("ready ")
-            .and_then(|a| a.parse().ok())
-            .with_context(|| format!("{} said {line:?} instead of ready <addr>", n.node))?;
+        let Ok(Line::Ready(addr)) = line.parse::<Line>() else {
+            bail!("{} said {line:?} instead of ready <addr>", n.node);
+        };
         book.nodes.insert(n.node, addr);
         infos.push(NodeInfo {
             node: n.node,
@@ -436,11 +439,11 @@ async fn drive(
     drop(tx);
     let mut watcher = Watcher {
         lines: rx,
-        traders: Vec::new(),
+        view: View::default(),
         done: Default::default(),
         clocks: BTreeMap::new(),
     };
-    let start = format!("start {}", serde_json::to_string(&book)?);
+    let start = Line::Start(book);
     for n in nodes.iter_mut() {
         n.say(&start).await?;
     }
@@ -492,7 +495,7 @@ async fn drive(
         .iter_mut()
         .filter(|n| !n.node.is_warehouse() && !n.killed)
     {
-        match n.say("stop").await {
+        match n.say(&Line::Stop).await {
             Ok(()) => live.push(n.node),
             Err(e) => eprintln!("warning: {} is gone (it died on its own?): {e:#}", n.node),
         }
@@ -515,7 +518,7 @@ async fn drive(
     Ok(Trading {
         began_us,
         elapsed: began.elapsed(),
-        final_traders: watcher.traders.clone(),
+        final_traders: watcher.view.traders.clone(),
     })
 }
 

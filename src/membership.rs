@@ -1,110 +1,113 @@
 //! Who the traders are, as one node knows it, and the record of every change.
 //!
-//! [`Membership`] is the node's trader list, shared by all its parts: the
-//! election sets it first (message 1), a death replaces it (message 8, from
-//! the trader that detected it). Watchers (the client's failover, the
-//! heartbeat driver) are woken on every change. Once a death is known, a late
-//! election result can no longer bring the dead trader back.
+//! [`Membership`] is the node's current [`View`] (epoch and trader set),
+//! shared by all its parts. Every view a node can hear of was committed by
+//! the warehouse ([`crate::warehouse::registry`]), so the rule to take one is
+//! simple: adopt a view whose epoch is higher than the one held, ignore any
+//! other. The order in which notices arrive (message 1, message 8, a
+//! heartbeat, a refusal carrying the current view) does not matter, and a
+//! notice from a deposed trader, which carries an epoch that is over, is
+//! never acted on. Watchers (the client's failover, the heartbeat driver,
+//! the role switch) are woken on every change.
 //!
 //! [`Record`] is the history line (`RUN_DIR/history/<node>.jsonl`, event
-//! `failover`) written for each election result, fault, detection, promotion
-//! and retry, with wall time, Lamport time and who recorded it.
-
-use std::collections::BTreeSet;
-use std::sync::Mutex;
+//! `failover`) written for each view adopted or committed, fault, detection,
+//! promotion and retry, with wall time, Lamport time and who recorded it.
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::clock::Lamport;
 use crate::config::{FaultKind, Role};
-use crate::wire::{NodeId, RequestId};
+use crate::wire::{Epoch, NodeId, RequestId, View};
 
-/// One node's view of the trader list.
+/// One node's view of the trader set.
 pub struct Membership {
     me: NodeId,
-    traders: watch::Sender<Vec<NodeId>>,
-    dead: Mutex<BTreeSet<NodeId>>,
+    view: watch::Sender<View>,
 }
 
 impl Membership {
-    /// A view with no traders known yet (before the election).
+    /// A node that knows no view yet (epoch 0, no traders).
     pub fn new(me: NodeId) -> Self {
-        Self::with_traders(me, Vec::new())
+        Self::with_view(me, View::default())
     }
 
-    /// A view that starts from `traders` (nodes started without an election).
-    pub fn with_traders(me: NodeId, traders: Vec<NodeId>) -> Self {
+    /// A node that starts from `view` (tests that start nodes without an
+    /// election or a warehouse's registry).
+    pub fn with_view(me: NodeId, view: View) -> Self {
         Self {
             me,
-            traders: watch::Sender::new(traders),
-            dead: Mutex::new(BTreeSet::new()),
+            view: watch::Sender::new(view),
         }
     }
 
-    /// The current trader list, ascending.
+    /// The view held now.
+    pub fn view(&self) -> View {
+        self.view.borrow().clone()
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        self.view.borrow().epoch
+    }
+
+    /// The current traders, ascending.
     pub fn traders(&self) -> Vec<NodeId> {
-        self.traders.borrow().clone()
+        self.view.borrow().traders.clone()
     }
 
-    /// Whether this node is a trader now.
+    /// Whether this node is a trader in the view it holds.
     pub fn is_trader(&self) -> bool {
-        self.traders.borrow().contains(&self.me)
+        self.view.borrow().contains(self.me)
     }
 
-    /// Traders this node knows to be dead.
-    pub fn dead(&self) -> BTreeSet<NodeId> {
-        self.dead.lock().expect("dead set").clone()
+    /// A receiver woken on every change of the view.
+    pub fn subscribe(&self) -> watch::Receiver<View> {
+        self.view.subscribe()
     }
 
-    /// A receiver woken on every change of the list.
-    pub fn subscribe(&self) -> watch::Receiver<Vec<NodeId>> {
-        self.traders.subscribe()
-    }
-
-    /// The election's result (message 1). Ignored once a death is known: the
-    /// list has moved on. Returns whether the list changed.
-    pub fn apply_elected(&self, traders: &[NodeId]) -> bool {
-        let dead = self.dead.lock().expect("dead set");
-        if !dead.is_empty() {
-            return false;
-        }
-        self.set(traders, &dead)
-    }
-
-    /// A death (message 8 from `by`, or this node's own detection, `by` =
-    /// this node): `dead` is out, the list becomes `traders` (without any
-    /// trader known dead). A notice from a node this one knows to be dead is
-    /// ignored: when two traders declare each other dead (a partition between
-    /// them, a stalled host), every node keeps the first notice it hears and
-    /// the market keeps a trader, instead of each notice removing the other's
-    /// sender and leaving none. Returns whether the list changed.
-    pub fn apply_death(&self, by: NodeId, dead: NodeId, traders: &[NodeId]) -> bool {
-        let mut known = self.dead.lock().expect("dead set");
-        if known.contains(&by) {
-            return false;
-        }
-        known.insert(dead);
-        self.set(traders, &known)
-    }
-
-    fn set(&self, traders: &[NodeId], dead: &BTreeSet<NodeId>) -> bool {
-        let mut list: Vec<NodeId> = traders
-            .iter()
-            .copied()
-            .filter(|t| !dead.contains(t) && !t.is_warehouse())
-            .collect();
-        list.sort_unstable();
-        list.dedup();
-        self.traders.send_if_modified(|cur| {
-            if *cur == list {
-                false
-            } else {
-                *cur = list;
+    /// Takes `view` if its epoch is newer than the one held; returns whether
+    /// it did.
+    pub fn adopt(&self, view: &View) -> bool {
+        self.view.send_if_modified(|cur| {
+            if view.epoch > cur.epoch {
+                *cur = view.clone();
                 true
+            } else {
+                false
             }
         })
     }
+}
+
+/// The trader set to propose once `dead` is found dead: the view without
+/// it, and, if `replace` is set, the highest peer of `peers` that is not a
+/// trader, not `dead`, and never was a trader (`ever`: traders serve for
+/// life, and one that was deposed stays out).
+pub fn successor(
+    view: &View,
+    dead: NodeId,
+    replace: bool,
+    peers: u32,
+    ever: &std::collections::BTreeSet<NodeId>,
+) -> (Vec<NodeId>, Option<NodeId>) {
+    let mut traders: Vec<NodeId> = view
+        .traders
+        .iter()
+        .copied()
+        .filter(|t| *t != dead)
+        .collect();
+    let promoted = replace
+        .then(|| {
+            (1..=peers)
+                .rev()
+                .map(NodeId)
+                .find(|p| *p != dead && !view.contains(*p) && !ever.contains(p))
+        })
+        .flatten();
+    traders.extend(promoted);
+    traders.sort_unstable();
+    (traders, promoted)
 }
 
 /// A failover history line: what happened, when (wall and Lamport) and who
@@ -126,6 +129,20 @@ pub struct Record {
 pub enum Happening {
     /// The recorder learned the election's result and took `role`.
     Elected { traders: Vec<NodeId>, role: Role },
+    /// The recorder adopted `view`, heard from `from`. Every node writes one
+    /// per view it takes: the checker's evidence for agreement.
+    View { view: View, from: NodeId },
+    /// The recorder (the warehouse) committed `view`, proposed by `proposer`.
+    Committed {
+        view: View,
+        proposer: NodeId,
+        cause: String,
+    },
+    /// The recorder stopped serving as a trader: `view` does not hold it.
+    Deposed { view: View },
+    /// The recorder could not reach the warehouse (`up: false`) or reached
+    /// it again (`up: true`).
+    Warehouse { up: bool, reason: String },
     /// The launcher injected a fault into `victim`.
     Fault { fault: FaultKind, victim: NodeId },
     /// The recorder (a trader) declared `dead` dead and told every peer the
@@ -151,33 +168,48 @@ pub enum Happening {
 mod tests {
     use super::*;
 
-    fn ids(v: &[u32]) -> Vec<NodeId> {
-        v.iter().copied().map(NodeId).collect()
+    fn view(epoch: u64, v: &[u32]) -> View {
+        View {
+            epoch: Epoch(epoch),
+            traders: v.iter().copied().map(NodeId).collect(),
+        }
     }
 
     #[test]
-    fn a_known_death_is_never_undone_by_a_late_election_result() {
-        let m = Membership::new(NodeId(1));
+    fn only_a_newer_epoch_is_adopted_whatever_order_notices_arrive_in() {
+        let m = Membership::new(NodeId(5));
         let mut rx = m.subscribe();
-        assert!(m.apply_elected(&ids(&[6, 5])));
+        assert!(m.adopt(&view(2, &[5])));
         assert!(rx.has_changed().unwrap());
-        assert_eq!(*rx.borrow_and_update(), ids(&[5, 6]));
-        assert!(m.apply_death(NodeId(5), NodeId(6), &ids(&[5])));
-        assert!(!m.apply_elected(&ids(&[5, 6])));
-        // A stale message 8 that still lists the dead trader cannot either.
-        m.apply_death(NodeId(5), NodeId(4), &ids(&[5, 6]));
-        assert_eq!(m.traders(), ids(&[5]));
-        assert!(!m.is_trader());
+        assert_eq!(*rx.borrow_and_update(), view(2, &[5]));
+        // The deposed trader's notice (epoch 1) and the election's result
+        // (epoch 1), arriving late, change nothing.
+        assert!(!m.adopt(&view(1, &[5, 6])));
+        assert!(!m.adopt(&view(2, &[5])));
+        assert!(m.is_trader());
+        assert!(m.adopt(&view(3, &[4, 6])));
+        assert!(!m.is_trader(), "a newer set without this node deposes it");
+        assert_eq!(m.epoch(), Epoch(3));
     }
 
     #[test]
-    fn two_traders_declaring_each_other_dead_leave_the_first_one_heard() {
-        let m = Membership::new(NodeId(1));
-        m.apply_elected(&ids(&[5, 6]));
-        assert!(m.apply_death(NodeId(5), NodeId(6), &ids(&[5])));
-        // Trader 6's notice that 5 died comes from a node known dead.
-        assert!(!m.apply_death(NodeId(6), NodeId(5), &ids(&[6])));
-        assert_eq!(m.traders(), ids(&[5]));
+    fn the_successor_set_drops_the_dead_and_promotes_a_peer_that_never_served() {
+        let v = view(3, &[5, 6]);
+        let none = std::collections::BTreeSet::new();
+        assert_eq!(
+            successor(&v, NodeId(6), false, 6, &none),
+            (vec![NodeId(5)], None)
+        );
+        assert_eq!(
+            successor(&v, NodeId(6), true, 6, &none),
+            (vec![NodeId(4), NodeId(5)], Some(NodeId(4)))
+        );
+        // Peer 4 was a trader once and was deposed: it stays out.
+        let ever = [NodeId(4)].into_iter().collect();
+        assert_eq!(
+            successor(&v, NodeId(6), true, 6, &ever),
+            (vec![NodeId(3), NodeId(5)], Some(NodeId(3)))
+        );
     }
 
     #[test]
@@ -189,7 +221,7 @@ mod tests {
             what: Happening::Detected {
                 dead: NodeId(6),
                 cause: "silent".into(),
-                traders: ids(&[5]),
+                traders: vec![NodeId(5)],
                 promoted: None,
             },
         };

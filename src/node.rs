@@ -253,15 +253,6 @@ impl AddressBook {
     }
 }
 
-/// Writes one line of the launcher protocol (`ready`, `traders`, `clock`,
-/// `done`) to stdout. A launcher that has gone away (a closed pipe) is not an
-/// error worth dying for: the node learns of it from its stdin and stops.
-pub fn tell_launcher(line: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
-}
-
 /// The node's monotonic time, from tokio's clock: real time in a real run,
 /// simulated time in the simulation. What node logic hands its pure state
 /// machines, never `std::time::Instant::now()` directly.
@@ -290,20 +281,23 @@ pub struct NodeContext {
     pub me: NodeId,
     /// The warehouse, or for a peer the role the config gives it if the
     /// election elects the expected traders; the election decides (see
-    /// [`crate::peer::service`]).
+    /// [`crate::peer`]).
     pub role: Role,
     pub config: Arc<Config>,
     pub book: Arc<AddressBook>,
     pub clock: Arc<Clock>,
     /// Who the traders are, as this node last heard (shared by all its parts).
-    pub traders: crate::peer::Traders,
+    pub traders: Arc<crate::membership::Membership>,
     /// This node's history (`<node>.jsonl` under the run's history dir).
     pub history: History,
     /// Cancelled to stop this node's trader worker while its socket lives on
     /// (the `wedge` fault).
     pub wedge: CancellationToken,
-    /// Whether a launcher reads this node's stdout (`traders <ids>` lines).
+    /// Whether a launcher reads this node's stdout (see [`crate::launch`]).
     pub launched: bool,
+    /// A buyer or seller stops its work this long after it entered the
+    /// market (a hand-started node); `None`: whoever started it stops it.
+    pub trade_for: Option<Duration>,
     pub transport: Arc<dyn Transport>,
     pub io: IoMode,
     /// The node's own durable state (the warehouse's ledger, a cached
@@ -314,6 +308,60 @@ pub struct NodeContext {
 }
 
 impl NodeContext {
+    /// A link from this node to `node`, if the address book has it.
+    pub fn link_to(&self, node: NodeId) -> Option<crate::link::Link> {
+        let addr = self.book.get(node)?;
+        Some(crate::link::Link::new(
+            self.me,
+            node,
+            addr,
+            self.transport.clone(),
+            self.clock.clone(),
+        ))
+    }
+
+    /// Appends a failover line (see [`crate::membership::Record`]) to the
+    /// node's history and writes it out at once, so that it survives the
+    /// node being killed right after.
+    pub fn record(&self, what: crate::membership::Happening) {
+        let r = crate::membership::Record {
+            wall_us: crate::history::wall_us(),
+            lamport: Some(self.clock.tick()),
+            by: Some(self.me),
+            what,
+        };
+        let h = &self.history;
+        if let Err(e) = h
+            .append(&crate::history::Event::Failover(r))
+            .and_then(|_| h.flush())
+        {
+            tracing::error!("cannot write history: {e}");
+        }
+    }
+
+    /// Adopts `view` (heard from `from`) if it is newer than the one this
+    /// node holds, and records it (`view`, and `deposed` if this node was a
+    /// trader and the new view leaves it out). Returns `None` if the view
+    /// was not newer, else whether this node was deposed by it.
+    pub fn adopt(&self, view: &crate::wire::View, from: NodeId) -> Option<bool> {
+        use crate::membership::Happening;
+        let was_trader = self.traders.is_trader();
+        if !self.traders.adopt(view) {
+            return None;
+        }
+        tracing::info!(%view, %from, "adopted");
+        self.record(Happening::View {
+            view: view.clone(),
+            from,
+        });
+        let deposed = was_trader && !self.traders.is_trader();
+        if deposed {
+            tracing::warn!(%view, "deposed: this node is not a trader of the new epoch");
+            self.record(Happening::Deposed { view: view.clone() });
+        }
+        Some(deposed)
+    }
+
     /// A link from this node to every other peer in the address book (not
     /// the warehouse). Each caller gets connections of its own: the control
     /// plane's heartbeats never queue behind a client's trades.
@@ -322,16 +370,7 @@ impl NodeContext {
             .nodes
             .iter()
             .filter(|(n, _)| !n.is_warehouse() && **n != self.me)
-            .map(|(&n, &addr)| {
-                let link = crate::link::Link::new(
-                    self.me,
-                    n,
-                    addr,
-                    self.transport.clone(),
-                    self.clock.clone(),
-                );
-                (n, link)
-            })
+            .filter_map(|(&n, _)| Some((n, self.link_to(n)?)))
             .collect()
     }
 
@@ -364,42 +403,11 @@ impl NodeContext {
             history: Arc::new(history),
             wedge: CancellationToken::new(),
             launched: false,
+            trade_for: None,
             transport,
             io,
             data_dir,
             history_dir,
         })
     }
-}
-
-/// Runs a node in its role until `stop_all`. A peer elects the traders, takes
-/// its role, trades (as a buyer or seller) until `stop_work`, writes out its
-/// history and calls `on_done` (see [`crate::peer::service::run`]); the
-/// warehouse calls it at once. Returns once the node has stopped and its
-/// storage is closed.
-pub async fn run(
-    ctx: NodeContext,
-    listener: Box<dyn Listener>,
-    opts: ServeOptions,
-    stop_work: CancellationToken,
-    stop_all: CancellationToken,
-    on_done: impl FnOnce() + Send,
-) -> anyhow::Result<()> {
-    if !ctx.me.is_warehouse() {
-        return crate::peer::service::run(ctx, listener, opts, stop_work, stop_all, on_done).await;
-    }
-    let (warehouse, ledger) = crate::warehouse::Warehouse::start(&ctx)?;
-    let server = tokio::spawn(serve(
-        listener,
-        ctx.me,
-        ctx.clock.clone(),
-        Arc::new(warehouse),
-        opts,
-        stop_all.clone(),
-    ));
-    on_done();
-    server.await?;
-    ledger.join().await;
-    ctx.history.close(ctx.me)?;
-    Ok(())
 }

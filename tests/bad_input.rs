@@ -11,8 +11,8 @@ use bazaar::config::Config;
 use bazaar::node::ServeOptions;
 use bazaar::wire::frame::{encode, read_frame};
 use bazaar::wire::{
-    Body, Envelope, MAX_ORDER_QTY, NodeId, Order, PROTOCOL_VERSION, ProductId, Qty, Refusal,
-    RequestId,
+    Body, Envelope, Epoch, MAX_ORDER_QTY, NodeId, Order, PROTOCOL_VERSION, ProductId, Qty, Refusal,
+    RequestId, View,
 };
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -91,7 +91,7 @@ async fn bad_frames_close_only_their_connection_and_never_touch_the_stock() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = lone_trader();
     let (warehouse, trader, _) = start_warehouse_and_trader(&cfg, dir.path(), opts()).await;
-    let wh = link_to(NodeId(5), NodeId::WAREHOUSE, warehouse.addr);
+    let wh = link_to(NodeId(2), NodeId::WAREHOUSE, warehouse.addr);
     let initial = lookup(&wh, 1).await;
 
     // Malformed payload after a good hello.
@@ -113,7 +113,11 @@ async fn bad_frames_close_only_their_connection_and_never_touch_the_stock() {
 
     // A truncated frame whose sender then goes quiet: closed after frame_timeout.
     let mut s = greeted(warehouse.addr).await;
-    let sell = encode(&env(Body::WarehouseSell(order(2, 0, 5)))).unwrap();
+    let sell = encode(&env(Body::WarehouseSell {
+        order: order(2, 0, 5),
+        epoch: Epoch(1),
+    }))
+    .unwrap();
     s.write_all(&sell[..sell.len() - 2]).await.unwrap();
     assert_closed(s).await;
 
@@ -124,7 +128,11 @@ async fn bad_frames_close_only_their_connection_and_never_touch_the_stock() {
     assert_closed(s).await;
 
     // A quantity that does not fit the type (a varint past u32): malformed.
-    let mut bytes = encode(&env(Body::WarehouseSell(order(3, 0, 1)))).unwrap();
+    let mut bytes = encode(&env(Body::WarehouseSell {
+        order: order(3, 0, 1),
+        epoch: Epoch(1),
+    }))
+    .unwrap();
     let qty_at = bytes.len() - 1;
     bytes.truncate(qty_at);
     bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
@@ -146,7 +154,13 @@ async fn bad_frames_close_only_their_connection_and_never_touch_the_stock() {
     );
     // And the warehouse still serves a good request.
     let ok = wh
-        .call(Body::WarehouseSell(order(5, 0, 5)), TIMEOUT)
+        .call(
+            Body::WarehouseSell {
+                order: order(5, 0, 5),
+                epoch: Epoch(1),
+            },
+            TIMEOUT,
+        )
         .await
         .unwrap();
     assert_eq!(ok, Body::Deposited { id: id(5) });
@@ -194,31 +208,51 @@ async fn bad_requests_are_refused_at_warehouse_and_trader_without_changing_stock
     let dir = tempfile::tempdir().unwrap();
     let cfg = lone_trader();
     let (warehouse, trader, trader_id) = start_warehouse_and_trader(&cfg, dir.path(), opts()).await;
-    let wh = link_to(NodeId(5), NodeId::WAREHOUSE, warehouse.addr);
+    let wh = link_to(NodeId(2), NodeId::WAREHOUSE, warehouse.addr);
     let tr = link_to(NodeId(1), trader_id, trader.addr);
     let initial = lookup(&wh, 1).await;
 
     let cases: Vec<(Body, Expect)> = vec![
-        (Body::WarehouseBuy(order(10, 7, 1)), |r| {
-            matches!(r, Refusal::UnknownProduct { known: 1, .. })
-        }),
-        (Body::WarehouseSell(order(11, 0, 0)), |r| {
-            *r == Refusal::ZeroQuantity
-        }),
-        (Body::WarehouseSell(order(12, 0, MAX_ORDER_QTY + 1)), |r| {
-            matches!(r, Refusal::QuantityTooLarge { .. })
-        }),
-        (Body::WarehouseBuy(order(13, 0, u32::MAX)), |r| {
-            matches!(r, Refusal::QuantityTooLarge { .. })
-        }),
+        (
+            Body::WarehouseBuy {
+                order: order(10, 7, 1),
+                epoch: Epoch(1),
+            },
+            |r| matches!(r, Refusal::UnknownProduct { known: 1, .. }),
+        ),
+        (
+            Body::WarehouseSell {
+                order: order(11, 0, 0),
+                epoch: Epoch(1),
+            },
+            |r| *r == Refusal::ZeroQuantity,
+        ),
+        (
+            Body::WarehouseSell {
+                order: order(12, 0, MAX_ORDER_QTY + 1),
+                epoch: Epoch(1),
+            },
+            |r| matches!(r, Refusal::QuantityTooLarge { .. }),
+        ),
+        (
+            Body::WarehouseBuy {
+                order: order(13, 0, u32::MAX),
+                epoch: Epoch(1),
+            },
+            |r| matches!(r, Refusal::QuantityTooLarge { .. }),
+        ),
         // Messages the warehouse's role does not take.
         (
             Body::Buy(order(14, 0, 1)),
             |r| matches!(r, Refusal::NotForRole { role, .. } if role == "warehouse"),
         ),
-        (Body::Heartbeat { id: id(15) }, |r| {
-            matches!(r, Refusal::NotForRole { .. })
-        }),
+        (
+            Body::Heartbeat {
+                id: id(15),
+                view: View::default(),
+            },
+            |r| matches!(r, Refusal::NotForRole { .. }),
+        ),
     ];
     expect_refusals(&wh, cases).await;
     let cases: Vec<(Body, Expect)> = vec![
@@ -230,19 +264,26 @@ async fn bad_requests_are_refused_at_warehouse_and_trader_without_changing_stock
             matches!(r, Refusal::QuantityTooLarge { .. })
         }),
         (
-            Body::WarehouseBuy(order(23, 0, 1)),
+            Body::WarehouseBuy {
+                order: order(23, 0, 1),
+                epoch: Epoch(1),
+            },
             |r| matches!(r, Refusal::NotForRole { role, .. } if role == "trader"),
         ),
-        (Body::Lookup { id: id(24) }, |r| {
-            matches!(r, Refusal::NotForRole { .. })
-        }),
+        (
+            Body::Lookup {
+                id: id(24),
+                epoch: Epoch(1),
+            },
+            |r| matches!(r, Refusal::NotForRole { .. }),
+        ),
     ];
     expect_refusals(&tr, cases).await;
-    // One-way messages the role does not take are logged and dropped; the
-    // connection stays usable.
+    // A one-way message that means nothing here (a result of no epoch) is
+    // logged and dropped; the connection stays usable.
     tr.send(
         Body::Elected {
-            traders: vec![NodeId(1)],
+            view: View::default(),
         },
         TIMEOUT,
     )

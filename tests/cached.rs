@@ -20,6 +20,7 @@ use bazaar::check;
 use bazaar::clock::Clock;
 use bazaar::config::Config;
 use bazaar::history::{self, Complete, Event, History, Invoke, Outcome, Request};
+use bazaar::launch::Line;
 use bazaar::link::Link;
 use bazaar::market::{RunDir, read_unflushed};
 use bazaar::net::Tcp;
@@ -185,10 +186,10 @@ impl Node {
             addr: "0.0.0.0:0".parse().unwrap(),
         };
         let ready = node.hear();
-        node.addr = ready
-            .strip_prefix("ready ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("{id} said {ready:?}"));
+        let Ok(Line::Ready(addr)) = ready.parse::<Line>() else {
+            panic!("{id} said {ready:?}");
+        };
+        node.addr = addr;
         node
     }
 
@@ -199,31 +200,29 @@ impl Node {
     }
 
     /// Waits until this node says it is a trader (a launched peer prints
-    /// every trader list it adopts: `traders 6,7`).
+    /// every view it adopts: `traders 1 6,7`).
     fn await_trader(&self) {
         loop {
-            let line = self.hear();
-            let Some(ids) = line.strip_prefix("traders ") else {
-                continue;
-            };
-            if ids.split(',').any(|i| i == self.id.0.to_string()) {
+            if let Ok(Line::Traders(view)) = self.hear().parse::<Line>()
+                && view.contains(self.id)
+            {
                 return;
             }
         }
     }
 
-    /// Waits for `done`, passing over the trader lists it prints meanwhile.
+    /// Waits for `done`, passing over the views it prints meanwhile.
     fn await_done(&self) {
         loop {
-            match self.hear() {
-                line if line == "done" => return,
-                line if line.starts_with("traders ") => continue,
+            match self.hear().parse::<Line>() {
+                Ok(Line::Done) => return,
+                Ok(Line::Traders(_)) => continue,
                 other => panic!("{} said {other:?} instead of done", self.id),
             }
         }
     }
 
-    fn say(&mut self, line: &str) {
+    fn say(&mut self, line: &Line) {
         let stdin = self.stdin.as_mut().unwrap();
         writeln!(stdin, "{line}").unwrap();
         stdin.flush().unwrap();
@@ -371,7 +370,7 @@ flush_interval = "1h"
     for n in &nodes {
         book.nodes.insert(n.id, n.addr);
     }
-    let start = format!("start {}", serde_json::to_string(&book).unwrap());
+    let start = Line::Start(book.clone());
     for n in nodes.iter_mut() {
         n.say(&start);
     }
@@ -425,7 +424,7 @@ flush_interval = "1h"
 
     // Stop the workload, then the traders (they flush as they stop), then the warehouse.
     for n in nodes.iter_mut().filter(|n| [1, 2, 3, 4].contains(&n.id.0)) {
-        n.say("stop");
+        n.say(&Line::Stop);
         n.await_done();
     }
     let (warehouse, others): (Vec<Node>, Vec<Node>) =

@@ -7,7 +7,7 @@ mod common;
 use std::process::Stdio;
 
 use bazaar::warehouse::store::Store;
-use bazaar::wire::{Body, NodeId, Order, ProductId, Qty, RequestId};
+use bazaar::wire::{Body, Epoch, NodeId, Order, ProductId, Qty, RequestId};
 use common::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -17,6 +17,9 @@ async fn start_warehouse(
     config: &std::path::Path,
     data: &std::path::Path,
 ) -> (Child, std::net::SocketAddr) {
+    // Trader 5 (of the default market's first view) plays the trader.
+    let cfg = bazaar::config::Config::load(config).unwrap();
+    seat_first_view(&cfg, data);
     let mut child = Command::new(bin())
         .args(["node", "--id", "0", "--listen", "127.0.0.1:0", "--config"])
         .arg(config)
@@ -69,9 +72,15 @@ async fn a_killed_warehouse_keeps_every_acknowledged_change() {
         let wh = wh.clone();
         tasks.push(tokio::spawn(async move {
             let body = if seq % 2 == 0 {
-                Body::WarehouseSell(order(seq, 3))
+                Body::WarehouseSell {
+                    order: order(seq, 3),
+                    epoch: Epoch(1),
+                }
             } else {
-                Body::WarehouseBuy(order(seq, 4))
+                Body::WarehouseBuy {
+                    order: order(seq, 4),
+                    epoch: Epoch(1),
+                }
             };
             (seq, wh.call(body, TIMEOUT).await.expect("answered"))
         }));
@@ -102,7 +111,13 @@ async fn a_killed_warehouse_keeps_every_acknowledged_change() {
     // A retry of an acknowledged request is answered from the record, not applied again.
     let (seq, first) = acked.iter().find(|(s, _)| s % 2 == 1).unwrap();
     let again = wh
-        .call(Body::WarehouseBuy(order(*seq, 4)), TIMEOUT)
+        .call(
+            Body::WarehouseBuy {
+                order: order(*seq, 4),
+                epoch: Epoch(1),
+            },
+            TIMEOUT,
+        )
         .await
         .unwrap();
     assert_eq!(&again, first);

@@ -27,7 +27,7 @@ use bazaar::node::{self, AddressBook, Handler, IoMode, NodeContext, ServeOptions
 use bazaar::peer::client::Client;
 use bazaar::trader::Trader;
 use bazaar::warehouse::store::Store;
-use bazaar::wire::{Body, NodeId, ProductId, Qty, Side};
+use bazaar::wire::{Body, Epoch, NodeId, ProductId, Qty, Side, View};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -109,6 +109,7 @@ impl Handler for DyingTrader {
             let Body::Buy(order) = body else { return None };
             let answer = bazaar::trader::strong::settle(
                 &self.warehouse,
+                Epoch(1),
                 Side::Buy,
                 order,
                 Duration::from_secs(5),
@@ -142,8 +143,26 @@ fn ctx(
         dir.join("history"),
     )
     .unwrap();
-    ctx.traders = Arc::new(Membership::with_traders(me, traders));
+    let view = View {
+        epoch: Epoch(1),
+        traders,
+    };
+    ctx.traders = Arc::new(Membership::with_view(me, view));
     ctx
+}
+
+/// Commits `traders` as epoch 1 in the warehouse's data directory under `dir`.
+fn seat(cfg: &Config, dir: &Path, traders: &[u32]) {
+    let (store, _) = Store::open(
+        &dir.join(NodeId::WAREHOUSE.to_string()),
+        &cfg.initial_stock(),
+    )
+    .unwrap();
+    let view = View {
+        epoch: Epoch(1),
+        traders: traders.iter().copied().map(NodeId).collect(),
+    };
+    store.commit_view(&view).unwrap();
 }
 
 async fn bind() -> (Box<dyn bazaar::net::Listener>, SocketAddr) {
@@ -175,6 +194,7 @@ async fn retry_is_answered_from_the_record() {
     book.nodes.insert(NodeId(3), live_addr);
 
     // The warehouse, a real node.
+    seat(&cfg, dir.path(), &[2, 3]);
     let stop_warehouse = CancellationToken::new();
     let w_ctx = ctx(
         NodeId::WAREHOUSE,
@@ -184,7 +204,7 @@ async fn retry_is_answered_from_the_record() {
         dir.path(),
         vec![],
     );
-    let warehouse = tokio::spawn(node::run(
+    let warehouse = tokio::spawn(bazaar::role::run(
         w_ctx,
         w_listener,
         ServeOptions::default(),
@@ -256,7 +276,10 @@ async fn retry_is_answered_from_the_record() {
     assert_eq!(first_qty, Qty(4));
     // Trader 3 detects the death and sends message 8; the buyer applies it.
     dead.cancelled().await;
-    membership.apply_death(NodeId(3), NodeId(2), &[NodeId(3)]);
+    membership.adopt(&View {
+        epoch: Epoch(2),
+        traders: vec![NodeId(3)],
+    });
     let req = buy.await.unwrap();
 
     assert_eq!(req.outcome, Outcome::Ok, "{req:?}");
@@ -310,8 +333,9 @@ async fn a_restarted_client_has_every_request_applied(mode: &str) {
     let mut book = AddressBook::default();
     book.nodes.insert(NodeId::WAREHOUSE, w_addr);
     book.nodes.insert(NodeId(2), t_addr);
+    seat(&cfg, dir.path(), &[2]);
     let stop_warehouse = CancellationToken::new();
-    let warehouse = tokio::spawn(node::run(
+    let warehouse = tokio::spawn(bazaar::role::run(
         ctx(
             NodeId::WAREHOUSE,
             Role::Warehouse,

@@ -16,7 +16,7 @@ use bazaar::config::{Config, Role};
 use bazaar::history::{self, History};
 use bazaar::membership::Happening;
 use bazaar::net::{BoxFuture, BoxStream, Listener, Transport};
-use bazaar::node::{self, AddressBook, IoMode, NodeContext, ServeOptions};
+use bazaar::node::{AddressBook, IoMode, NodeContext, ServeOptions};
 use bazaar::warehouse::store::Store;
 use bazaar::wire::NodeId;
 use tokio::sync::Semaphore;
@@ -70,6 +70,10 @@ fn simulate(
     dir: &Path,
     nemesis: impl std::future::Future<Output = ()> + 'static,
 ) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("SIMLOG").unwrap_or("off".into()))
+        .with_test_writer()
+        .try_init();
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
         .simulation_duration(Duration::from_secs(120))
@@ -122,7 +126,7 @@ fn simulate(
                         stop.cancel();
                     });
                 }
-                node::run(
+                bazaar::role::run(
                     ctx,
                     listener,
                     ServeOptions::default(),

@@ -10,7 +10,15 @@
 //! warehouse applies an id once and answers a retry from its record, so a
 //! retry is never applied twice. Each retry is a `retried` line in the
 //! history. A request that runs out of deadline is recorded as failed ("may or
-//! may not have been applied"), never left hanging.
+//! may not have been applied"), never left hanging. A trader that answers
+//! with a newer view ([`Refusal::StaleEpoch`]: the client sent to a deposed
+//! trader) teaches the client that view.
+//!
+//! **Backoff.** Once every trader has failed a request, the client waits
+//! before trying them again, and after a request that failed it waits before
+//! the next one; each wait doubles with every failure in a row, with
+//! jitter ([`crate::backoff`]). So while the warehouse is down the clients
+//! poll it gently rather than spin through their attempts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -21,20 +29,23 @@ use tokio::time::Instant;
 
 use super::Traders;
 use super::sequence::Sequence;
-use super::service::record;
+use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::history::{self, Complete, Event, Invoke, Outcome, Request};
 use crate::link::{CallError, Link};
 use crate::membership::Happening;
 use crate::node::{History, NodeContext};
-use crate::wire::{Body, NodeId, Order, ProductId, Qty, Refusal, RequestId, Side};
+use crate::wire::{Body, NodeId, Order, ProductId, Qty, Refusal, RequestId, Side, View};
 use std::sync::Arc;
 
 /// Most attempts (first try and retries) one request makes; with N traders a
 /// request needs at most N, the rest absorb list changes.
 const MAX_ATTEMPTS: u32 = 16;
-/// Pause before trying traders again once every one has failed this request.
-const ALL_TRIED_BACKOFF: Duration = Duration::from_millis(20);
+/// First pause before trying traders again once every one has failed a
+/// request, and after a failed request; it doubles up to [`MAX_BACKOFF`].
+const BACKOFF: Duration = Duration::from_millis(20);
+/// Longest such pause.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 pub struct Client {
     me: NodeId,
@@ -47,6 +58,9 @@ pub struct Client {
     products: u32,
     history: History,
     ctx: NodeContext,
+    /// Waits after failures, shared by the requests: failures in a row
+    /// (every trader failing, or requests failing) lengthen it.
+    backoff: Backoff,
 }
 
 /// How one attempt at one trader ended.
@@ -99,6 +113,7 @@ impl Client {
             products: ctx.config.products.len() as u32,
             history: ctx.history.clone(),
             ctx: ctx.clone(),
+            backoff: Backoff::new(BACKOFF, MAX_BACKOFF),
         })
     }
 
@@ -171,22 +186,20 @@ impl Client {
             }
             let Some(t) = first.take().or_else(|| self.pick_trader(&tried)) else {
                 // Every live trader failed this request, or none is known:
-                // wait for the list to change (message 8) or a short pause.
+                // wait for the view to change (message 8) or a pause that
+                // grows while the failures go on.
                 let mut rx = self.traders.subscribe();
-                let pause = ALL_TRIED_BACKOFF.min(deadline - now);
+                let pause = self.backoff.fail(&mut self.rng).min(deadline - now);
                 let _ = tokio::time::timeout(pause, rx.changed()).await;
                 tried.clear();
                 continue;
             };
             if let Some(from) = trader {
-                record(
-                    &self.ctx,
-                    Happening::Retried {
-                        id,
-                        from,
-                        reason: last_error.clone(),
-                    },
-                );
+                self.ctx.record(Happening::Retried {
+                    id,
+                    from,
+                    reason: last_error.clone(),
+                });
             }
             attempts += 1;
             trader = Some(t);
@@ -236,8 +249,17 @@ impl Client {
             lamport: req.lamport_completed,
             latency_us: req.latency_us,
         }));
-        if let Outcome::Refused(r) | Outcome::Failed(r) = &req.outcome {
-            tracing::warn!(%id, "{side:?} failed: {r}");
+        match &req.outcome {
+            Outcome::Refused(r) | Outcome::Failed(r) => {
+                tracing::warn!(%id, "{side:?} failed: {r}");
+                if matches!(req.outcome, Outcome::Failed(_)) {
+                    // The market is in trouble (no trader, no warehouse):
+                    // wait before the next request rather than hammer it.
+                    let pause = self.backoff.fail(&mut self.rng);
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            Outcome::Ok => self.backoff.succeed(),
         }
         Ok(req)
     }
@@ -267,13 +289,26 @@ impl Client {
                 Attempt::Done(Outcome::Ok, got)
             }
             Ok(Body::Deposited { .. }) if side == Side::Sell => Attempt::Done(Outcome::Ok, qty),
+            // A deposed trader: it did nothing, and its view is newer than
+            // ours. Take it, and try a trader of it.
+            Ok(Body::Refused {
+                reason: reason @ Refusal::StaleEpoch { .. },
+                ..
+            }) => {
+                if let Refusal::StaleEpoch { current, .. } = &reason {
+                    self.ctx.adopt(current, trader);
+                }
+                Attempt::retry(format!("{trader}: {reason}"))
+            }
             // This trader cannot take the request now, and did nothing with
-            // it (a cached trader that cannot reach the warehouse is Busy):
-            // another trader may.
+            // it (a cached trader that cannot reach the warehouse is Busy; a
+            // trader whose lease the warehouse cannot confirm): another
+            // trader may.
             Ok(Body::Refused {
                 reason:
                     reason @ (Refusal::NotATrader { .. }
                     | Refusal::TraderUnavailable
+                    | Refusal::NoLease { .. }
                     | Refusal::Busy { .. }),
                 ..
             }) => Attempt::retry(format!("{trader}: {reason}")),
@@ -326,11 +361,11 @@ impl Client {
     }
 }
 
-/// Resolves once `trader` is no longer in the trader list (never if the list
-/// goes away).
-async fn dropped(list: &mut tokio::sync::watch::Receiver<Vec<NodeId>>, trader: NodeId) {
+/// Resolves once `trader` is no longer in the view (never if the view goes
+/// away).
+async fn dropped(list: &mut tokio::sync::watch::Receiver<View>, trader: NodeId) {
     loop {
-        if !list.borrow_and_update().contains(&trader) {
+        if !list.borrow_and_update().contains(trader) {
             return;
         }
         if list.changed().await.is_err() {

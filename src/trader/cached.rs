@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Lamport;
 use crate::config::{Config, MAX_FLUSH};
-use crate::wire::{Body, FlushEntry, NodeId, Order, Qty, Refusal, RequestId, Side};
+use crate::wire::{Body, Epoch, FlushEntry, NodeId, Order, Qty, Refusal, RequestId, Side};
 
 /// Requests that may wait for a lookup; beyond this, new ones are refused
 /// (a trader whose warehouse is gone must not hoard its clients' requests).
@@ -131,6 +131,9 @@ pub struct Cache {
     /// no more requests (its clients fail over) and does not resend the flush;
     /// what it holds stays in its journal and is reported as unflushed.
     refused: Option<String>,
+    /// The trader's epoch now: the fencing token of its lookups and of every
+    /// request it accepts (see [`Cache::set_epoch`]).
+    epoch: Epoch,
 }
 
 impl Cache {
@@ -166,7 +169,15 @@ impl Cache {
             next_call: 1,
             stopping: false,
             refused: None,
+            epoch: Epoch(0),
         }
+    }
+
+    /// The trader's epoch from now on (the driver sets it before each step).
+    /// A request accepted carries it to the warehouse: the warehouse applies
+    /// it only if this trader was a trader of that epoch.
+    pub fn set_epoch(&mut self, epoch: Epoch) {
+        self.epoch = epoch;
     }
 
     /// The first step: flush what the journal gave back, or else look up.
@@ -306,12 +317,22 @@ impl Cache {
 
     /// When [`Cache::on_tick`] next has something to do.
     pub fn next_wakeup(&self) -> Option<Instant> {
+        // While a call is out nothing else is sent (see `pump`): only the
+        // waiting requests' deadlines can fall due. Waking for the rest
+        // would find nothing to do, again and again: a spin.
+        let idle = self.outstanding.is_none();
         let interval = match (&self.flight, self.queue.front()) {
-            (None, Some(q)) => Some(q.at + self.settings.flush_interval),
+            (None, Some(q)) if idle => Some(q.at + self.settings.flush_interval),
             _ => None,
         };
-        let retry = self.flight.as_ref().and_then(|f| f.retry_at);
-        let lookup = self.lookup_retry_at.filter(|_| !self.waiting.is_empty());
+        let retry = self
+            .flight
+            .as_ref()
+            .and_then(|f| f.retry_at)
+            .filter(|_| idle);
+        let lookup = self
+            .lookup_retry_at
+            .filter(|_| idle && !self.waiting.is_empty());
         let deadline = self
             .waiting
             .front()
@@ -406,6 +427,7 @@ impl Cache {
             side,
             clock,
             granted,
+            epoch: self.epoch,
         };
         let key = self.next_key;
         self.next_key += 1;
@@ -519,7 +541,10 @@ impl Cache {
     fn send_lookup(&mut self, out: &mut Vec<Action>) {
         let id = self.call_id();
         self.outstanding = Some(id);
-        out.push(Action::Call(Body::Lookup { id }));
+        out.push(Action::Call(Body::Lookup {
+            id,
+            epoch: self.epoch,
+        }));
     }
 }
 
@@ -635,7 +660,7 @@ mod tests {
 
     fn filled(t0: Instant, stock: u64) -> Cache {
         let mut c = Cache::new(ME, 1, settings(), Vec::new(), t0);
-        let Body::Lookup { id } = the_call(&c.start()) else {
+        let Body::Lookup { id, .. } = the_call(&c.start()) else {
             panic!("a fresh cache starts with a lookup");
         };
         let out = c.on_answer(
@@ -753,7 +778,7 @@ mod tests {
         // and a lookup goes out.
         let a = c.on_request(ms(t0, 3499), 3, Side::Buy, order(3, 5), Lamport(3));
         assert!(replies(&a).is_empty());
-        let Body::Lookup { id } = the_call(&a) else {
+        let Body::Lookup { id, .. } = the_call(&a) else {
             panic!("expected a lookup")
         };
         // Another request waits behind it, in order, without a second call.
@@ -824,6 +849,30 @@ mod tests {
     }
 
     #[test]
+    fn a_call_in_flight_never_makes_the_driver_wake_for_nothing() {
+        let t0 = Instant::now();
+        let mut c = Cache::new(ME, 1, settings(), Vec::new(), t0);
+        let Body::Lookup { id, .. } = the_call(&c.start()) else {
+            panic!()
+        };
+        c.on_answer(ms(t0, 1), id, Ok(Body::Stock { id, stock: vec![9] }));
+        c.on_request(ms(t0, 2), 1, Side::Buy, order(1, 1), Lamport(1));
+        // The copy expires; the next request waits for a lookup, which goes out.
+        let late = t0 + settings().ttl + Duration::from_millis(5);
+        let out = c.on_request(late, 2, Side::Buy, order(2, 1), Lamport(2));
+        assert!(!out.is_empty());
+        // Long after the queue's flush interval, with the call still out, the
+        // driver is woken only for the waiting request's deadline.
+        let wake = c.next_wakeup().expect("a deadline");
+        assert!(
+            c.on_tick(wake.max(late))
+                .iter()
+                .all(|a| !matches!(a, Action::Call(_)))
+        );
+        assert_eq!(wake, late + settings().deadline);
+    }
+
+    #[test]
     fn a_restarted_trader_flushes_its_journal_first() {
         let t0 = Instant::now();
         let entry = FlushEntry {
@@ -831,6 +880,7 @@ mod tests {
             side: Side::Buy,
             clock: Lamport(5),
             granted: Qty(2),
+            epoch: Epoch(1),
         };
         let mut c = Cache::new(ME, 1, settings(), vec![(8, entry), (3, entry)], t0);
         let (_, entries) = flush_of(&the_call(&c.start()));
@@ -843,7 +893,7 @@ mod tests {
     fn requests_that_wait_past_their_deadline_are_refused() {
         let t0 = Instant::now();
         let mut c = Cache::new(ME, 1, settings(), Vec::new(), t0);
-        let Body::Lookup { id } = the_call(&c.start()) else {
+        let Body::Lookup { id, .. } = the_call(&c.start()) else {
             panic!()
         };
         c.on_request(t0, 1, Side::Buy, order(1, 1), Lamport(1));

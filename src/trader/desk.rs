@@ -68,6 +68,17 @@ impl Desk {
         rx.await.unwrap_or_else(|_| unavailable())
     }
 
+    /// Whether the worker answers a heartbeat within `timeout`: the trader's
+    /// own check that it is serving, before it renews its lease.
+    pub async fn answers(&self, timeout: std::time::Duration) -> bool {
+        let probe = Body::Heartbeat {
+            id: crate::wire::RequestId::default(),
+            view: crate::wire::View::default(),
+        };
+        let answer = tokio::time::timeout(timeout, self.serve(NodeId::WAREHOUSE, probe)).await;
+        matches!(answer, Ok(Some(Body::HeartbeatAck { .. })))
+    }
+
     /// Stops the worker while the node (and its socket) lives on: requests
     /// queue up unanswered.
     pub fn wedge(&self) {
@@ -91,8 +102,9 @@ async fn work(
             j = rx.recv() => match j { Some(j) => j, None => return },
         };
         match job.body {
-            Body::Heartbeat { id } => {
-                let _ = job.reply.send(Some(Body::HeartbeatAck { id }));
+            Body::Heartbeat { id, view } => {
+                let epoch = view.epoch;
+                let _ = job.reply.send(Some(Body::HeartbeatAck { id, epoch }));
             }
             body => {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -129,12 +141,19 @@ mod tests {
             node: NodeId(5),
             seq: 1,
         };
-        let beat = || Body::Heartbeat { id };
+        let view = crate::wire::View::default();
+        let beat = || Body::Heartbeat {
+            id,
+            view: view.clone(),
+        };
+        let epoch = view.epoch;
         assert_eq!(
             desk.serve(NodeId(5), beat()).await,
-            Some(Body::HeartbeatAck { id })
+            Some(Body::HeartbeatAck { id, epoch })
         );
+        assert!(desk.answers(Duration::from_millis(200)).await);
         desk.wedge();
+        assert!(!desk.answers(Duration::from_millis(50)).await);
         let answer =
             tokio::time::timeout(Duration::from_millis(200), desk.serve(NodeId(5), beat()));
         assert!(answer.await.is_err(), "a wedged desk must not answer");

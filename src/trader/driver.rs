@@ -77,6 +77,7 @@ impl CachedTrader {
         let stop = CancellationToken::new();
         let driver = Driver {
             cache,
+            membership: ctx.traders.clone(),
             journal: Arc::new(journal),
             warehouse,
             call_timeout,
@@ -126,6 +127,8 @@ impl CachedTrader {
 
 struct Driver {
     cache: Cache,
+    /// Where the trader's epoch comes from, for the cache's fencing tokens.
+    membership: crate::peer::Traders,
     journal: Arc<Journal>,
     warehouse: Arc<Link>,
     call_timeout: Duration,
@@ -137,9 +140,16 @@ impl Driver {
     async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>, stop: CancellationToken) {
         let (answers_tx, mut answers) = mpsc::channel::<Answer>(4);
         let mut drain_until: Option<Instant> = None;
-        let mut actions = self.cache.start();
+        // A peer that is not a trader (yet) has nothing to look up: its first
+        // request will. What a journal gave back is flushed at once.
+        let mut actions = if self.membership.is_trader() || !self.cache.settled() {
+            self.cache.start()
+        } else {
+            Vec::new()
+        };
         loop {
             self.carry_out(actions, &answers_tx).await;
+            self.cache.set_epoch(self.membership.epoch());
             if let Some(until) = drain_until
                 && (self.cache.settled() || now() >= until)
             {

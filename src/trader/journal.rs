@@ -127,6 +127,7 @@ mod tests {
             side: Side::Buy,
             clock: Lamport(seq),
             granted: Qty(1),
+            epoch: crate::wire::Epoch(1),
         }
     }
 

@@ -35,6 +35,9 @@ enum Admission {
 /// A trader's message handler.
 pub struct Trader {
     warehouse: Arc<Link>,
+    /// This node's view: its epoch is the fencing token of every request
+    /// the trader sends the warehouse.
+    membership: crate::peer::Traders,
     products: usize,
     clock: Arc<Clock>,
     /// How long the trader waits for the warehouse: a little less than a
@@ -69,6 +72,7 @@ impl Trader {
         };
         Ok(Self {
             warehouse,
+            membership: ctx.traders.clone(),
             products: ctx.config.products.len(),
             clock: ctx.clock.clone(),
             warehouse_timeout,
@@ -97,6 +101,7 @@ impl Trader {
                 crate::net::Tcp::shared(),
                 clock.clone(),
             )),
+            membership: Arc::new(crate::membership::Membership::new(NodeId(1))),
             products,
             clock,
             warehouse_timeout: Duration::from_millis(100),
@@ -113,7 +118,8 @@ impl Trader {
         }
         match &self.admission {
             Admission::Strong => {
-                strong::settle(&self.warehouse, side, order, self.warehouse_timeout).await
+                let epoch = self.membership.epoch();
+                strong::settle(&self.warehouse, epoch, side, order, self.warehouse_timeout).await
             }
             Admission::Cached(c) => c.trade(side, order, self.clock.tick()).await,
         }

@@ -7,14 +7,22 @@
 use std::time::Duration;
 
 use crate::link::Link;
-use crate::wire::{Body, Order, Refusal, Side};
+use crate::wire::{Body, Epoch, Order, Refusal, Side};
 
-/// Settles one client request with the warehouse and returns the client's answer.
-pub async fn settle(warehouse: &Link, side: Side, order: Order, timeout: Duration) -> Body {
+/// Settles one client request with the warehouse, as a trader of `epoch`
+/// (the fencing token: the warehouse refuses it if the epoch is over), and
+/// returns the client's answer.
+pub async fn settle(
+    warehouse: &Link,
+    epoch: Epoch,
+    side: Side,
+    order: Order,
+    timeout: Duration,
+) -> Body {
     let id = order.id;
     let request = match side {
-        Side::Buy => Body::WarehouseBuy(order),
-        Side::Sell => Body::WarehouseSell(order),
+        Side::Buy => Body::WarehouseBuy { order, epoch },
+        Side::Sell => Body::WarehouseSell { order, epoch },
     };
     let unavailable = |reason: String| Body::Refused {
         id,

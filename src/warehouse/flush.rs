@@ -69,6 +69,7 @@ mod tests {
             side: Side::Buy,
             clock: Lamport(clock),
             granted: Qty(1),
+            epoch: crate::wire::Epoch(1),
         }
     }
 

@@ -222,6 +222,7 @@ mod tests {
             side,
             clock: crate::clock::Lamport(1),
             granted: Qty(granted),
+            epoch: crate::wire::Epoch(1),
         }
     }
 

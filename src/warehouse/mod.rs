@@ -9,9 +9,18 @@
 //! in the batch, merged in Lamport order ([`flush`]). A retried request id is
 //! answered with its first result, never applied again; a late duplicate older
 //! than its client's last request is refused as stale (see [`store`]).
+//!
+//! The warehouse also keeps the market's trader set ([`registry`]): peers
+//! join it, the election's result and every later change are committed here
+//! by compare-and-set, traders renew their leases here, and every buy, sell,
+//! lookup and flushed entry is fenced by the epoch it carries. Membership
+//! requests go through the same ledger thread as the books, ahead of the
+//! trades of their batch, so a request is judged against the set as it is
+//! when the request is applied.
 
 pub mod flush;
 pub mod ledger;
+pub mod registry;
 pub mod store;
 
 use std::collections::HashSet;
@@ -19,12 +28,16 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use std::time::Instant;
+
 use crate::clock::{Clock, Lamport};
 use crate::history::{self, Event};
+use crate::membership::{Happening, Record};
 use crate::net::BoxFuture;
-use crate::node::{Handler, History, IoMode, NodeContext, not_for_role};
-use crate::wire::{Body, FlushEntry, NodeId, Order, Refusal, RequestId, Side};
+use crate::node::{Handler, History, IoMode, NodeContext, not_for_role, now};
+use crate::wire::{Body, Epoch, FlushEntry, NodeId, Order, Refusal, RequestId, Side};
 use ledger::Ledger;
+use registry::Registry;
 use store::{Change, Outcome, Store};
 
 /// Requests that may wait for the ledger thread. Beyond this, connections wait
@@ -34,14 +47,61 @@ const LEDGER_QUEUE: usize = 4096;
 const MAX_BATCH: usize = 512;
 
 enum Job {
-    Change(Change, oneshot::Sender<Body>),
-    Lookup(RequestId, oneshot::Sender<Body>),
+    /// A buy or sell (messages 2, 3) from `trader` in `epoch`.
+    Change {
+        trader: NodeId,
+        epoch: Epoch,
+        change: Change,
+        reply: oneshot::Sender<Body>,
+    },
+    Lookup {
+        id: RequestId,
+        trader: NodeId,
+        epoch: Epoch,
+        reply: oneshot::Sender<Body>,
+    },
     Flush {
         id: RequestId,
         trader: NodeId,
         entries: Vec<FlushEntry>,
         reply: oneshot::Sender<Body>,
     },
+    /// A join, proposal or lease renewal, received at `at`.
+    Member {
+        at: Instant,
+        from: NodeId,
+        ask: Body,
+        reply: oneshot::Sender<Body>,
+    },
+}
+
+impl Job {
+    /// The fencing check of a trade or lookup; `None` for the rest.
+    fn fence(&self, registry: &Registry) -> Option<Result<(), Refusal>> {
+        match self {
+            Job::Change { trader, epoch, .. } | Job::Lookup { trader, epoch, .. } => {
+                Some(registry.fence(*trader, *epoch))
+            }
+            Job::Flush {
+                trader, entries, ..
+            } => Some(
+                entries
+                    .iter()
+                    .try_for_each(|e| registry.fence_entry(*trader, e.epoch)),
+            ),
+            Job::Member { .. } => None,
+        }
+    }
+
+    /// Answers the job with a refusal.
+    fn refuse(self, reason: Refusal) {
+        let (id, reply) = match self {
+            Job::Change { change, reply, .. } => (change.order().id, reply),
+            Job::Lookup { id, reply, .. } | Job::Flush { id, reply, .. } => (id, reply),
+            Job::Member { ask, reply, .. } => (ask.request_id().unwrap_or_default(), reply),
+        };
+        let _ = reply.send(Body::Refused { id, reason });
+    }
 }
 
 /// The warehouse's message handler.
@@ -77,11 +137,21 @@ impl Warehouse {
     pub fn start(ctx: &NodeContext) -> anyhow::Result<(Warehouse, LedgerRunner)> {
         let initial = ctx.config.initial_stock();
         let (store, ledger) = Store::open(&ctx.data_dir, &initial)?;
-        tracing::info!(stock = ?ledger.stock(), "warehouse open");
+        let market = &ctx.config.market;
+        let registry = Registry::new(
+            market.peers,
+            market.traders as usize,
+            ctx.config.heartbeat.lease,
+            store.read_views()?,
+            now(),
+        );
+        tracing::info!(stock = ?ledger.stock(), view = %registry.current(), "warehouse open");
         let (jobs, mut rx) = mpsc::channel(LEDGER_QUEUE);
         let mut books = Books {
             store,
             ledger,
+            registry,
+            me: ctx.me,
             history: ctx.history.clone(),
             clock: ctx.clock.clone(),
         };
@@ -124,7 +194,7 @@ impl Warehouse {
         rx.await.unwrap_or_else(|_| gone())
     }
 
-    async fn change(&self, side: Side, order: Order) -> Body {
+    async fn change(&self, trader: NodeId, epoch: Epoch, side: Side, order: Order) -> Body {
         if let Err(reason) = order.validate(self.products) {
             return Body::Refused {
                 id: order.id,
@@ -132,7 +202,12 @@ impl Warehouse {
             };
         }
         self.submit(
-            |tx| Job::Change(Change::Direct { side, order }, tx),
+            |reply| Job::Change {
+                trader,
+                epoch,
+                change: Change::Direct { side, order },
+                reply,
+            },
             order.id,
         )
         .await
@@ -160,10 +235,33 @@ impl Handler for Warehouse {
     fn handle(&self, from: NodeId, body: Body) -> BoxFuture<'_, Option<Body>> {
         Box::pin(async move {
             match body {
-                Body::WarehouseBuy(order) => Some(self.change(Side::Buy, order).await),
-                Body::WarehouseSell(order) => Some(self.change(Side::Sell, order).await),
-                Body::Lookup { id } => Some(self.submit(|tx| Job::Lookup(id, tx), id).await),
+                Body::WarehouseBuy { order, epoch } => {
+                    Some(self.change(from, epoch, Side::Buy, order).await)
+                }
+                Body::WarehouseSell { order, epoch } => {
+                    Some(self.change(from, epoch, Side::Sell, order).await)
+                }
+                Body::Lookup { id, epoch } => {
+                    let lookup = |reply| Job::Lookup {
+                        id,
+                        trader: from,
+                        epoch,
+                        reply,
+                    };
+                    Some(self.submit(lookup, id).await)
+                }
                 Body::Flush { id, entries } => Some(self.flush(id, from, entries).await),
+                ask @ (Body::Join { .. } | Body::Propose { .. } | Body::Renew { .. }) => {
+                    let id = ask.request_id().unwrap_or_default();
+                    let at = now();
+                    let member = |reply| Job::Member {
+                        at,
+                        from,
+                        ask,
+                        reply,
+                    };
+                    Some(self.submit(member, id).await)
+                }
                 other => not_for_role("warehouse", from, &other),
             }
         })
@@ -174,6 +272,8 @@ impl Handler for Warehouse {
 struct Books {
     store: Store,
     ledger: Ledger,
+    registry: Registry,
+    me: NodeId,
     /// Where each applied cache flush is recorded (`flush` events).
     history: History,
     clock: Arc<Clock>,
@@ -189,12 +289,31 @@ impl Books {
     /// Takes `first` and every job already waiting (up to [`MAX_BATCH`]),
     /// applies them in one transaction and answers each.
     fn settle(&mut self, first: Job, rx: &mut mpsc::Receiver<Job>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
+        let mut jobs = Vec::with_capacity(MAX_BATCH);
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(job) => jobs.push(job),
                 Err(_) => break,
+            }
+        }
+        // Membership first, in arrival order; then every other job is fenced
+        // against the set as it now stands.
+        let mut batch = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match job {
+                Job::Member {
+                    at,
+                    from,
+                    ask,
+                    reply,
+                } => {
+                    let _ = reply.send(self.member(at, from, ask));
+                }
+                job => match job.fence(&self.registry) {
+                    Some(Err(reason)) => job.refuse(reason),
+                    _ => batch.push(job),
+                },
             }
         }
         // Direct requests in arrival order, then every flush of the batch
@@ -202,7 +321,7 @@ impl Books {
         let mut changes: Vec<Change> = batch
             .iter()
             .filter_map(|j| match j {
-                Job::Change(c, _) => Some(*c),
+                Job::Change { change, .. } => Some(*change),
                 _ => None,
             })
             .collect();
@@ -254,12 +373,13 @@ impl Books {
         let mut outcomes = direct.unwrap_or_default().iter();
         for job in batch {
             match job {
-                Job::Lookup(id, tx) => {
-                    let _ = tx.send(Body::Stock {
+                Job::Lookup { id, reply, .. } => {
+                    let _ = reply.send(Body::Stock {
                         id,
                         stock: stock.clone(),
                     });
                 }
+                Job::Member { .. } => unreachable!("membership jobs are answered first"),
                 Job::Flush { id, reply, .. } => {
                     let _ = reply.send(if committed {
                         Body::Flushed {
@@ -275,7 +395,11 @@ impl Books {
                         }
                     });
                 }
-                Job::Change(c, tx) => {
+                Job::Change {
+                    change: c,
+                    reply: tx,
+                    ..
+                } => {
                     let id = c.order().id;
                     let reply = match outcomes.next() {
                         Some(Outcome::Stale { last }) => Body::Refused {
@@ -297,6 +421,64 @@ impl Books {
                 }
             }
         }
+    }
+
+    /// Answers a join, a proposal (committing it if it may be) or a lease
+    /// renewal.
+    fn member(&mut self, at: Instant, from: NodeId, ask: Body) -> Body {
+        let id = ask.request_id().unwrap_or_default();
+        let answer = match ask {
+            Body::Join { .. } => self.registry.join(from).map(|()| Body::Joined {
+                id,
+                view: self.registry.current(),
+                first: self.registry.first(),
+                open: self.registry.open(),
+            }),
+            Body::Propose {
+                base,
+                traders,
+                cause,
+                ..
+            } => self
+                .registry
+                .decide(at, from, base, &traders)
+                .and_then(|view| {
+                    self.store
+                        .commit_view(&view)
+                        .map_err(|e| Refusal::StorageFailed {
+                            reason: e.to_string(),
+                        })?;
+                    self.registry.commit(view.clone());
+                    tracing::info!(%view, proposer = %from, %cause, "trader set committed");
+                    let record = Record {
+                        wall_us: history::wall_us(),
+                        lamport: Some(self.clock.tick()),
+                        by: Some(self.me),
+                        what: Happening::Committed {
+                            view: view.clone(),
+                            proposer: from,
+                            cause,
+                        },
+                    };
+                    self.history.record(&Event::Failover(record));
+                    let _ = self.history.flush();
+                    Ok(Body::Committed { id, view })
+                }),
+            Body::Renew { epoch, .. } => {
+                self.registry
+                    .renew(at, from, epoch)
+                    .map(|(view, lease)| Body::Leased {
+                        id,
+                        view,
+                        ms: lease.as_millis() as u64,
+                    })
+            }
+            other => Err(Refusal::NotForRole {
+                role: "warehouse".into(),
+                message: other.name().into(),
+            }),
+        };
+        answer.unwrap_or_else(|reason| Body::Refused { id, reason })
     }
 
     /// Writes a `flush` history event per committed cache flush: its

@@ -48,7 +48,7 @@ use std::path::Path;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::ledger::{Applied, Ledger, ProductBook, TraderBook};
-use crate::wire::{FlushEntry, NodeId, Order, ProductId, Qty, RequestId, Side};
+use crate::wire::{Epoch, FlushEntry, NodeId, Order, ProductId, Qty, RequestId, Side, View};
 
 /// Books per product id: `[initial, stock, sold, shipped, refused, oversold,
 /// oversells, buys, undersells, undersold]`.
@@ -63,6 +63,10 @@ type AppliedRow = (u8, u32, u32, u32, u32);
 const CLIENTS: TableDefinition<u32, (u64, u8, u32, u32)> = TableDefinition::new("clients");
 /// Per trader id: `[flushed, buys, oversells, oversold, undersells, undersold]`.
 const TRADERS: TableDefinition<u32, [u64; 6]> = TableDefinition::new("traders");
+
+/// Committed trader sets: epoch → the traders (postcard-encoded `Vec<NodeId>`);
+/// see [`super::registry`].
+const VIEWS: TableDefinition<u64, &[u8]> = TableDefinition::new("views");
 
 /// The file under a warehouse's data directory that holds its ledger.
 pub const LEDGER_FILE: &str = "warehouse.redb";
@@ -80,6 +84,8 @@ pub enum StoreError {
         stored: usize,
         configured: usize,
     },
+    #[error("warehouse store: {what} is unreadable: {reason}")]
+    Corrupt { what: String, reason: String },
     #[error("cannot create {path}: {source}")]
     Dir {
         path: String,
@@ -136,6 +142,8 @@ pub struct Snapshot {
     pub applied: Vec<(RequestId, Applied)>,
     /// What each trader's flushes came to (cached mode; empty in strong mode).
     pub traders: Vec<(NodeId, TraderBook)>,
+    /// Every trader set the warehouse committed, in epoch order.
+    pub views: Vec<View>,
 }
 
 pub struct Store {
@@ -253,6 +261,42 @@ impl Store {
         Ok(outcomes)
     }
 
+    /// Commits `view` (durably) as the trader set of its epoch.
+    pub fn commit_view(&self, view: &View) -> Result<(), StoreError> {
+        let traders = postcard::to_stdvec(&view.traders).map_err(|e| StoreError::Corrupt {
+            what: format!("{}", view.epoch),
+            reason: e.to_string(),
+        })?;
+        let txn = self.db.begin_write().map_err(redb_err)?;
+        {
+            let mut t = txn.open_table(VIEWS).map_err(redb_err)?;
+            t.insert(view.epoch.0, traders.as_slice())
+                .map_err(redb_err)?;
+        }
+        txn.commit().map_err(redb_err)
+    }
+
+    /// Every committed trader set, in epoch order.
+    pub fn read_views(&self) -> Result<Vec<View>, StoreError> {
+        let txn = self.db.begin_read().map_err(redb_err)?;
+        let t = match txn.open_table(VIEWS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(redb_err(e)),
+        };
+        let mut views = Vec::new();
+        for r in t.iter().map_err(redb_err)? {
+            let (k, v) = r.map_err(redb_err)?;
+            let epoch = Epoch(k.value());
+            let traders = postcard::from_bytes(v.value()).map_err(|e| StoreError::Corrupt {
+                what: format!("{epoch}"),
+                reason: e.to_string(),
+            })?;
+            views.push(View { epoch, traders });
+        }
+        Ok(views)
+    }
+
     fn read_books(&self) -> Result<Vec<ProductBook>, StoreError> {
         let txn = self.db.begin_read().map_err(redb_err)?;
         let t = match txn.open_table(BOOKS) {
@@ -303,10 +347,14 @@ impl Store {
                 from_applied_row(v.value()),
             ));
         }
+        drop(t);
+        drop(txn);
+        let views = store.read_views()?;
         Ok(Snapshot {
             books,
             applied,
             traders,
+            views,
         })
     }
 }
@@ -428,6 +476,7 @@ mod tests {
                 side,
                 clock: crate::clock::Lamport(seq),
                 granted: Qty(granted),
+                epoch: crate::wire::Epoch(1),
             },
         }
     }

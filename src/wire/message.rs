@@ -13,8 +13,16 @@
 //! | 7 | [`Body::Heartbeat`] | trader → trader | [`Body::HeartbeatAck`] |
 //! | 8 | [`Body::TraderDied`] | trader → every peer | none |
 //! | 9 | [`Body::Flush`] | trader → warehouse | [`Body::Flushed`] |
+//! | – | [`Body::Join`] | peer → warehouse | [`Body::Joined`] |
+//! | – | [`Body::Propose`] | peer → warehouse | [`Body::Committed`] |
+//! | – | [`Body::Renew`] | trader → warehouse | [`Body::Leased`] |
 //!
 //! Any request may instead be answered with [`Body::Refused`], which says why.
+//!
+//! The last three are ours: the warehouse keeps the market's trader set, one
+//! [`View`] per [`Epoch`] (see [`crate::warehouse::registry`]). Messages 0, 1,
+//! 7 and 8 carry the sender's view or epoch; messages 2, 3, 4 and 9 carry the
+//! trader's epoch as a fencing token.
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +54,45 @@ impl std::fmt::Display for NodeId {
         } else {
             write!(f, "peer{}", self.0)
         }
+    }
+}
+
+/// The number of a trader set, like Raft's term: every change of the set
+/// makes a new epoch, one higher. Epoch 0 is the market before its first
+/// election (no traders).
+#[derive(
+    Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+pub struct Epoch(pub u64);
+
+impl std::fmt::Display for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "epoch {}", self.0)
+    }
+}
+
+/// A trader set and its epoch, as the warehouse committed it. Two views with
+/// the same epoch always hold the same traders: only the warehouse makes them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct View {
+    pub epoch: Epoch,
+    /// The traders, ascending.
+    pub traders: Vec<NodeId>,
+}
+
+impl View {
+    pub fn contains(&self, node: NodeId) -> bool {
+        self.traders.contains(&node)
+    }
+}
+
+impl std::fmt::Display for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {{", self.epoch)?;
+        for (i, t) in self.traders.iter().enumerate() {
+            write!(f, "{}{t}", if i == 0 { "" } else { ", " })?;
+        }
+        write!(f, "}}")
     }
 }
 
@@ -141,6 +188,10 @@ pub struct FlushEntry {
     pub clock: Lamport,
     /// What the trader granted from its cache (buys; equal to `qty` for sells).
     pub granted: Qty,
+    /// The trader's epoch when it acknowledged the request: the entry's
+    /// fencing token. The warehouse applies it only if the trader was in that
+    /// epoch's set.
+    pub epoch: Epoch,
 }
 
 impl FlushEntry {
@@ -193,6 +244,27 @@ pub enum Refusal {
     BadFlush { reason: String },
     #[error("the trader is busy: {reason}")]
     Busy { reason: String },
+    /// The sender acted on an epoch that is over, or is not in the current
+    /// epoch's set (a deposed trader): nothing was done. `current` is the
+    /// view it should adopt.
+    #[error(
+        "{theirs} is not current here, or the sender is not in it; the current view is {current}"
+    )]
+    StaleEpoch { theirs: Epoch, current: View },
+    /// A membership change the warehouse would not commit (see `reason`).
+    #[error("membership change refused: {reason}")]
+    Membership { reason: String },
+    /// A trader removed from the set still holds a lease for `ms`
+    /// milliseconds: the warehouse commits the change only after it expires.
+    #[error("{trader} holds a lease for {ms} ms more")]
+    LeaseHeld { trader: NodeId, ms: u64 },
+    /// The trader's lease expired and it could not confirm its epoch with
+    /// the warehouse: it answers nothing until it does.
+    #[error("this trader's lease has expired and the warehouse cannot confirm it: {reason}")]
+    NoLease { reason: String },
+    /// The market has not opened (not every peer has joined yet).
+    #[error("the market is not open yet: {joined} of {peers} peers have joined")]
+    NotOpen { joined: u32, peers: u32 },
 }
 
 impl Refusal {
@@ -218,31 +290,48 @@ pub enum Body {
     Welcome { version: u16 },
 
     /// Message 0: "I am holding an election; is anyone higher alive?"
-    Election { id: RequestId },
+    Election { id: RequestId, epoch: Epoch },
     /// Reply to message 0: "I am alive and higher; I take over."
     Alive { id: RequestId },
-    /// Message 1: the election's result, the trader list.
-    Elected { traders: Vec<NodeId> },
+    /// Message 1: the election's result, the trader set as the warehouse
+    /// committed it.
+    Elected { view: View },
 
     /// Message 2: a trader asks the warehouse to ship items.
-    WarehouseBuy(Order),
+    WarehouseBuy { epoch: Epoch, order: Order },
     /// Message 3: a trader deposits items at the warehouse.
-    WarehouseSell(Order),
+    WarehouseSell { epoch: Epoch, order: Order },
     /// Message 4: a trader asks for the stock of every product.
-    Lookup { id: RequestId },
+    Lookup { id: RequestId, epoch: Epoch },
     /// Message 5: a seller sells items through a trader.
     Sell(Order),
     /// Message 6: a buyer buys items through a trader.
     Buy(Order),
-    /// Message 7: a trader's heartbeat to another trader.
-    Heartbeat { id: RequestId },
-    /// Message 8: a trader tells every peer that `dead` has died.
-    TraderDied { dead: NodeId, traders: Vec<NodeId> },
-    /// Message 9: a trader's cache flush.
+    /// Message 7: a trader's heartbeat to another trader, with its view.
+    Heartbeat { id: RequestId, view: View },
+    /// Message 8: a trader tells every peer that `dead` has died, and the
+    /// view the warehouse committed without it.
+    TraderDied { dead: NodeId, view: View },
+    /// Message 9: a trader's cache flush (each entry carries its own epoch).
     Flush {
         id: RequestId,
         entries: Vec<FlushEntry>,
     },
+
+    /// A peer tells the warehouse it is up, and asks for the current view.
+    Join { id: RequestId },
+    /// A peer asks the warehouse to commit `traders` as the view after
+    /// `base` (compare-and-set: refused unless `base` is current).
+    Propose {
+        id: RequestId,
+        base: Epoch,
+        traders: Vec<NodeId>,
+        /// Why, for the history ("elected", "peer6 silent for 610 ms").
+        cause: String,
+    },
+    /// A trader asks the warehouse to confirm it is in `epoch`'s set and to
+    /// extend its lease.
+    Renew { id: RequestId, epoch: Epoch },
 
     /// Reply to messages 2 and 6: how many items the buyer gets (maybe fewer than asked).
     Granted { id: RequestId, qty: Qty },
@@ -251,10 +340,24 @@ pub enum Body {
     /// Reply to message 4: stock per product, indexed by product id.
     Stock { id: RequestId, stock: Vec<u64> },
     /// Reply to message 7.
-    HeartbeatAck { id: RequestId },
+    HeartbeatAck { id: RequestId, epoch: Epoch },
     /// Reply to message 9: the flush is applied; the stock after it, per
     /// product, so the trader can refresh its cache without a lookup.
     Flushed { id: RequestId, stock: Vec<u64> },
+    /// Reply to [`Body::Join`]: the current view, the first one (whose
+    /// set fixes the buyers' and sellers' roles) and whether the market is
+    /// open (every peer joined).
+    Joined {
+        id: RequestId,
+        view: View,
+        first: View,
+        open: bool,
+    },
+    /// Reply to [`Body::Propose`]: the view committed.
+    Committed { id: RequestId, view: View },
+    /// Reply to [`Body::Renew`]: the trader is in the current view; its
+    /// lease runs `ms` milliseconds from when it sent the request.
+    Leased { id: RequestId, view: View, ms: u64 },
     /// Reply to any request that was not carried out.
     Refused { id: RequestId, reason: Refusal },
 }
@@ -263,13 +366,17 @@ impl Body {
     /// The id a request expects its reply under; `None` for one-way messages and replies.
     pub fn request_id(&self) -> Option<RequestId> {
         match self {
-            Body::Election { id }
-            | Body::Lookup { id }
-            | Body::Heartbeat { id }
-            | Body::Flush { id, .. } => Some(*id),
-            Body::WarehouseBuy(o) | Body::WarehouseSell(o) | Body::Sell(o) | Body::Buy(o) => {
-                Some(o.id)
-            }
+            Body::Election { id, .. }
+            | Body::Lookup { id, .. }
+            | Body::Heartbeat { id, .. }
+            | Body::Flush { id, .. }
+            | Body::Join { id }
+            | Body::Propose { id, .. }
+            | Body::Renew { id, .. } => Some(*id),
+            Body::WarehouseBuy { order: o, .. }
+            | Body::WarehouseSell { order: o, .. }
+            | Body::Sell(o)
+            | Body::Buy(o) => Some(o.id),
             _ => None,
         }
     }
@@ -281,8 +388,11 @@ impl Body {
             | Body::Granted { id, .. }
             | Body::Deposited { id }
             | Body::Stock { id, .. }
-            | Body::HeartbeatAck { id }
+            | Body::HeartbeatAck { id, .. }
             | Body::Flushed { id, .. }
+            | Body::Joined { id, .. }
+            | Body::Committed { id, .. }
+            | Body::Leased { id, .. }
             | Body::Refused { id, .. } => Some(*id),
             _ => None,
         }
@@ -296,8 +406,8 @@ impl Body {
             Body::Election { .. } => "election (message 0)",
             Body::Alive { .. } => "election reply",
             Body::Elected { .. } => "election result (message 1)",
-            Body::WarehouseBuy(_) => "warehouse buy (message 2)",
-            Body::WarehouseSell(_) => "warehouse sell (message 3)",
+            Body::WarehouseBuy { .. } => "warehouse buy (message 2)",
+            Body::WarehouseSell { .. } => "warehouse sell (message 3)",
             Body::Lookup { .. } => "lookup (message 4)",
             Body::Sell(_) => "sell (message 5)",
             Body::Buy(_) => "buy (message 6)",
@@ -309,6 +419,12 @@ impl Body {
             Body::Stock { .. } => "stock",
             Body::HeartbeatAck { .. } => "heartbeat reply",
             Body::Flushed { .. } => "flushed",
+            Body::Join { .. } => "join",
+            Body::Propose { .. } => "proposal",
+            Body::Renew { .. } => "lease renewal",
+            Body::Joined { .. } => "joined",
+            Body::Committed { .. } => "committed",
+            Body::Leased { .. } => "leased",
             Body::Refused { .. } => "refused",
         }
     }
@@ -355,7 +471,14 @@ mod tests {
             node: NodeId(3),
             seq: 7,
         };
-        assert_eq!(Body::Lookup { id }.request_id(), Some(id));
+        assert_eq!(
+            Body::Lookup {
+                id,
+                epoch: Epoch(1)
+            }
+            .request_id(),
+            Some(id)
+        );
         assert_eq!(
             Body::Buy(Order { id, ..order(0, 1) }).request_id(),
             Some(id)
@@ -365,7 +488,7 @@ mod tests {
         assert_eq!(
             Body::TraderDied {
                 dead: NodeId(1),
-                traders: vec![]
+                view: View::default()
             }
             .request_id(),
             None

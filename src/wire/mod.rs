@@ -11,9 +11,9 @@ pub mod message;
 
 pub use frame::{FrameError, MAX_FRAME};
 pub use message::{
-    Body, Envelope, FlushEntry, MAX_ORDER_QTY, NodeId, Order, ProductId, Qty, Refusal, RequestId,
-    Side,
+    Body, Envelope, Epoch, FlushEntry, MAX_ORDER_QTY, NodeId, Order, ProductId, Qty, Refusal,
+    RequestId, Side, View,
 };
 
 /// The version of this protocol. Bumped on any change to [`Body`] or the framing.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;

@@ -12,8 +12,9 @@ use bazaar::config::{Config, Role};
 use bazaar::link::Link;
 use bazaar::membership::Membership;
 use bazaar::net::{Tcp, Transport};
-use bazaar::node::{self, AddressBook, IoMode, NodeContext, ServeOptions};
-use bazaar::wire::{Body, NodeId, RequestId};
+use bazaar::node::{AddressBook, IoMode, NodeContext, ServeOptions};
+use bazaar::warehouse::store::Store;
+use bazaar::wire::{Body, Epoch, NodeId, RequestId, View};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -74,6 +75,9 @@ pub async fn start_node(
         .await
         .expect("bind loopback");
     let addr = listener.local_addr().unwrap();
+    if me.is_warehouse() {
+        seat_first_view(cfg, data_dir);
+    }
     let mut ctx = NodeContext::new(
         me,
         cfg.role_of(me).expect("node in config"),
@@ -86,9 +90,9 @@ pub async fn start_node(
     )
     .expect("node context");
     // The election is not under test here: start with the configured traders.
-    ctx.traders = Arc::new(Membership::with_traders(me, cfg.initial_traders()));
+    ctx.traders = Arc::new(Membership::with_view(me, first_view(cfg)));
     let stop = CancellationToken::new();
-    let task = tokio::spawn(node::run(
+    let task = tokio::spawn(bazaar::role::run(
         ctx,
         listener,
         opts,
@@ -97,6 +101,23 @@ pub async fn start_node(
         || {},
     ));
     LocalNode { addr, stop, task }
+}
+
+/// The view a test market starts with: the configured traders, epoch 1.
+pub fn first_view(cfg: &Config) -> View {
+    View {
+        epoch: Epoch(1),
+        traders: cfg.initial_traders(),
+    }
+}
+
+/// Commits [`first_view`] in a warehouse's data directory before it starts,
+/// as if the peers had elected it (the election is not under test here).
+pub fn seat_first_view(cfg: &Config, data_dir: &Path) {
+    let (store, _) = Store::open(data_dir, &cfg.initial_stock()).expect("warehouse store");
+    if store.read_views().expect("views").is_empty() {
+        store.commit_view(&first_view(cfg)).expect("commit view");
+    }
 }
 
 /// A warehouse and the first trader of `cfg`, in this process.
@@ -121,14 +142,21 @@ pub fn link_to(me: NodeId, peer: NodeId, addr: SocketAddr) -> Link {
 
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The warehouse's stock, by lookup (message 4).
+/// The warehouse's stock, by lookup (message 4); `warehouse` must be a link
+/// from a trader of [`first_view`].
 pub async fn lookup(warehouse: &Link, seq: u64) -> Vec<u64> {
     let id = RequestId {
         node: NodeId(99),
         seq,
     };
     match warehouse
-        .call(Body::Lookup { id }, TIMEOUT)
+        .call(
+            Body::Lookup {
+                id,
+                epoch: Epoch(1),
+            },
+            TIMEOUT,
+        )
         .await
         .expect("lookup")
     {
