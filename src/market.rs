@@ -83,6 +83,7 @@ impl RunDir {
                     for sub in [rd.logs(), rd.history(), rd.root.join("data")] {
                         std::fs::create_dir_all(&sub)?;
                     }
+                    point_latest(runs_root, &rd.root);
                     return Ok(rd);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -114,6 +115,33 @@ impl RunDir {
     }
     pub fn plots(&self) -> PathBuf {
         self.root.join("plots")
+    }
+    pub fn html(&self) -> PathBuf {
+        self.root.join("report.html")
+    }
+}
+
+/// The name of the link to the newest run directory, beside the run directories.
+pub const LATEST: &str = "latest";
+
+/// Points `runs_root/latest` at `run` (relative, so the runs directory can
+/// move), replacing the old link in one rename. A failure is a warning: the
+/// run itself is fine.
+fn point_latest(runs_root: &Path, run: &Path) {
+    #[cfg(unix)]
+    {
+        let Some(name) = run.file_name() else { return };
+        let tmp = runs_root.join(format!(".{LATEST}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let made = std::os::unix::fs::symlink(name, &tmp)
+            .and_then(|()| std::fs::rename(&tmp, runs_root.join(LATEST)));
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(&tmp);
+            eprintln!(
+                "warning: cannot point {} at the new run: {e}",
+                runs_root.join(LATEST).display()
+            );
+        }
     }
 }
 
@@ -478,12 +506,13 @@ async fn drive(
         tokio::select! {
             _ = watcher.until(FOREVER, |_| false) => {}
             _ = tokio::time::sleep_until(began + cfg.market.duration) => {}
-            _ = interrupt.cancelled() => {}
+            _ = interrupt.cancelled() => interrupted = true,
         }
     }
     progress.abort();
     let _ = progress.await; // the line is cleared before anything else prints
 
+    let stopped_us = history::wall_us();
     // Stop every live peer at once, then wait for each one's history. A node
     // that died on its own, or does not finish in time, is reported and the
     // run goes on to its report: that run is the one worth reading.
@@ -515,13 +544,16 @@ async fn drive(
     Ok(Trading {
         began_us,
         elapsed: began.elapsed(),
+        stopped_us,
         final_traders: watcher.traders.clone(),
+        interrupted,
     })
 }
 
 /// The nodes of a run directory, as its launcher wrote them.
 pub fn read_nodes(run_dir: &Path) -> anyhow::Result<BTreeMap<NodeId, NodeInfo>> {
-    let text = std::fs::read_to_string(run_dir.join("nodes.json"))?;
-    let infos: Vec<NodeInfo> = serde_json::from_str(&text)?;
+    let path = run_dir.join("nodes.json");
+    let bytes = history::read_bounded(&path, crate::report::open::MAX_NODES, "a nodes.json")?;
+    let infos: Vec<NodeInfo> = serde_json::from_slice(&bytes)?;
     Ok(infos.into_iter().map(|i| (i.node, i)).collect())
 }
