@@ -676,7 +676,10 @@ mod tests {
         let long = format!("{{\"event\":\"{}\"}}", "x".repeat(MAX_LINE));
         std::fs::write(&path, format!("{long}\n{good}\n")).unwrap();
         let err = read_dir(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("peer1.jsonl:1") && err.contains("limit"), "{err}");
+        assert!(
+            err.contains("peer1.jsonl:1") && err.contains("limit"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -686,8 +689,13 @@ mod tests {
         std::fs::write(&path, vec![b'x'; 100]).unwrap();
         assert_eq!(read_bounded(&path, 100, "a test").unwrap().len(), 100);
         let err = read_bounded(&path, 99, "a test").unwrap_err().to_string();
-        assert!(err.contains("100 bytes, over the 99-byte limit for a test"), "{err}");
-        let err = read_bounded(dir.path(), 99, "a test").unwrap_err().to_string();
+        assert!(
+            err.contains("100 bytes, over the 99-byte limit for a test"),
+            "{err}"
+        );
+        let err = read_bounded(dir.path(), 99, "a test")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a regular file"), "{err}");
     }
 

@@ -201,6 +201,7 @@ pub async fn run(cfg: &Config, runs_root: &Path, exe: &Path) -> anyhow::Result<R
     let result = drive(cfg, &dir, &mut nodes, &interrupt).await;
     // Whatever happened, no child outlives the run. The warehouse stops last,
     // so that cached traders can flush their queues to it as they stop.
+    let mut late = Vec::new();
     for last in [false, true] {
         for n in nodes.iter_mut().filter(|n| n.node.is_warehouse() == last) {
             n.stdin.take();
@@ -214,11 +215,16 @@ pub async fn run(cfg: &Config, runs_root: &Path, exe: &Path) -> anyhow::Result<R
                     "{} did not exit within {EXIT_TIMEOUT:?}; killing it",
                     n.node
                 );
+                late.push(format!(
+                    "{} did not exit within {EXIT_TIMEOUT:?} of its stop and was killed",
+                    n.node
+                ));
                 let _ = n.child.kill().await;
             }
         }
     }
-    let trading = result?;
+    let mut trading = result?;
+    trading.degraded.extend(late);
 
     crate::report::finish(cfg, &dir, &trading)
 }
@@ -516,6 +522,17 @@ async fn drive(
     // Stop every live peer at once, then wait for each one's history. A node
     // that died on its own, or does not finish in time, is reported and the
     // run goes on to its report: that run is the one worth reading.
+    let mut degraded = Vec::new();
+    for n in nodes.iter_mut().filter(|n| !n.killed) {
+        if let Ok(Some(status)) = n.child.try_wait() {
+            let why = format!(
+                "{} exited on its own while the market traded ({status}; see logs/{}.log)",
+                n.node, n.node
+            );
+            eprintln!("warning: {why}");
+            degraded.push(why);
+        }
+    }
     let mut live: Vec<NodeId> = Vec::new();
     for n in nodes
         .iter_mut()
@@ -536,10 +553,12 @@ async fn drive(
             .filter(|n| !watcher.done.contains(n))
             .map(|n| n.to_string())
             .collect();
-        eprintln!(
-            "warning: {} did not finish within {wait:?} of the stop; stopping it anyway",
+        let why = format!(
+            "{} did not finish within {wait:?} of the stop",
             missing.join(", ")
         );
+        eprintln!("warning: {why}; stopping it anyway");
+        degraded.push(why);
     }
     Ok(Trading {
         began_us,
@@ -547,6 +566,7 @@ async fn drive(
         stopped_us,
         final_traders: watcher.traders.clone(),
         interrupted,
+        degraded,
     })
 }
 

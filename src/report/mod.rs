@@ -19,7 +19,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::check::{self, Verdict};
-use crate::config::{Config, FaultKind, Mode, Role};
+use crate::config::{Config, Mode, Role};
 use crate::failover::FailoverReport;
 use crate::history::{History, Outcome};
 use crate::market::RunDir;
@@ -44,6 +44,9 @@ pub struct Trading {
     pub final_traders: Vec<NodeId>,
     /// Trading was cut short by Ctrl-C (the market was still stopped in order).
     pub interrupted: bool,
+    /// Why the run was degraded, as the launcher saw it (a node that exited
+    /// on its own, one that did not stop in time).
+    pub degraded: Vec<String>,
 }
 
 /// What judging a run reads and makes: the report, and the history and
@@ -123,47 +126,24 @@ pub(crate) fn during_stop(stopped_us: u64, wall_us: u64) -> bool {
     stopped_us != 0 && wall_us >= stopped_us
 }
 
-/// Why a run was degraded, from its history: a node whose history was not
-/// closed though no fault killed it, and a death detected, before the stop,
-/// of a node no fault struck.
-fn degraded(history: &History, stopped_us: u64) -> Vec<String> {
+/// Why a run was degraded: what the launcher saw, then what the history
+/// shows: a death detected, before the stop, of a node no fault struck.
+fn degraded(history: &History, trading: &Trading) -> Vec<String> {
     let struck: HashSet<NodeId> = history.faults().map(|(victim, _)| victim).collect();
-    let killed: HashSet<String> = history
-        .faults()
-        .filter(|(_, r)| {
-            matches!(
-                r.what,
-                Happening::Fault {
-                    fault: FaultKind::Kill,
-                    ..
-                }
-            )
-        })
-        .map(|(victim, _)| victim.to_string())
-        .collect();
-    let mut why = Vec::new();
-    let mut seen = HashSet::new();
-    for path in &history.unclosed {
-        let node = path.file_stem().map_or_else(
-            || path.display().to_string(),
-            |s| s.to_string_lossy().into_owned(),
-        );
-        if !killed.contains(&node) && seen.insert(node.clone()) {
-            why.push(format!(
-                "{node} stopped without closing its history: it died on its own, or was killed for not stopping in time (see logs/{node}.log)"
-            ));
-        }
-    }
+    let mut why = trading.degraded.clone();
     for (dead, r) in history.detections() {
-        if !struck.contains(&dead) && !during_stop(stopped_us, r.wall_us) {
-            let by = r.by.map_or("the launcher".to_string(), |b| b.to_string());
-            let cause = match &r.what {
-                Happening::Detected { cause, .. } => cause.as_str(),
-                _ => "",
-            };
-            why.push(format!(
-                "{by} declared {dead} dead ({cause}) though no fault struck it"
-            ));
+        if struck.contains(&dead) || during_stop(trading.stopped_us, r.wall_us) {
+            continue;
+        }
+        let by = r.by.map_or("the launcher".to_string(), |b| b.to_string());
+        let cause = match &r.what {
+            Happening::Detected { cause, .. } => cause.as_str(),
+            _ => "",
+        };
+        let reason = format!("{by} declared {dead} dead ({cause}) though no fault struck it");
+        // A rebuilt report starts from the reasons it gave before.
+        if !why.contains(&reason) {
+            why.push(reason);
         }
     }
     why
@@ -352,7 +332,7 @@ impl Report {
         failover
             .detections
             .retain(|d| !during_stop(trading.stopped_us, d.wall_us));
-        let degraded = degraded(history, trading.stopped_us);
+        let degraded = degraded(history, trading);
         // Roles as the election made them (the config's defaults if no peer
         // recorded a result).
         let roles = if failover.elected.is_empty() {
@@ -553,12 +533,98 @@ impl Report {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::clock::Lamport;
     use crate::history::Request;
+    use crate::membership::Record;
     use crate::warehouse::ledger::Ledger;
     use crate::wire::{ProductId, Qty, RequestId};
+
+    /// A request of client peer1, completed ok at `at_ms`.
+    pub(crate) fn req(seq: u64, side: Side, granted: u32, trader: u32, at_ms: u64) -> Request {
+        Request {
+            id: RequestId {
+                node: NodeId(1),
+                seq,
+            },
+            side,
+            product: ProductId(0),
+            asked: Qty(granted),
+            granted: Qty(granted),
+            trader: NodeId(trader),
+            outcome: Outcome::Ok,
+            invoked_us: at_ms * 1000 - 500,
+            completed_us: at_ms * 1000,
+            latency_us: 500 + seq * 100,
+            lamport_invoked: Lamport(seq),
+            lamport_completed: Lamport(seq + 1),
+        }
+    }
+
+    pub(crate) fn sample() -> (Report, History) {
+        let (report, h, _) = sample_with_store();
+        (report, h)
+    }
+
+    pub(crate) fn sample_with_store() -> (Report, History, Snapshot) {
+        let cfg = Config::default();
+        let mut h = History {
+            requests: vec![
+                req(1, Side::Sell, 5, 5, 100),
+                req(2, Side::Buy, 3, 6, 200),
+                req(3, Side::Buy, 4, 5, 1500),
+            ],
+            first_us: 0,
+            last_us: 2_000_000,
+            ..History::default()
+        };
+        h.failover.push(Record {
+            wall_us: 1_000_000,
+            lamport: None,
+            by: None,
+            what: Happening::Fault {
+                fault: crate::config::FaultKind::Kill,
+                victim: NodeId(6),
+            },
+        });
+        h.failover.push(Record {
+            wall_us: 1_300_000,
+            lamport: Some(Lamport(9)),
+            by: Some(NodeId(5)),
+            what: Happening::Detected {
+                dead: NodeId(6),
+                cause: "refused".into(),
+                traders: vec![NodeId(5)],
+                promoted: None,
+            },
+        });
+        let mut ledger = Ledger::new(&[50]);
+        for r in &h.requests {
+            let order = crate::wire::Order {
+                id: r.id,
+                product: r.product,
+                qty: r.granted,
+            };
+            ledger.apply(r.side, &order);
+        }
+        let snap = Snapshot {
+            books: ledger.books,
+            ..Snapshot::default()
+        };
+        let report = Report::build(
+            &cfg,
+            Path::new("run"),
+            &crate::report::Trading {
+                elapsed: Duration::from_secs(2),
+                ..Default::default()
+            },
+            &h,
+            &snap,
+            Vec::new(),
+        );
+        (report, h, snap)
+    }
 
     #[test]
     fn latency_percentiles_are_not_clamped() {

@@ -95,6 +95,7 @@ pub fn open(root: &Path) -> Result<Opened, RunDirError> {
             stopped_us: r.stopped_us,
             final_traders: r.failover.final_traders.clone(),
             interrupted: r.interrupted,
+            degraded: r.degraded.clone(),
         },
     );
     Ok(Opened {
@@ -177,7 +178,10 @@ mod tests {
         )
         .unwrap();
         let e = err(tmp.path());
-        assert!(e.contains("still in progress (peer3 is running as pid"), "{e}");
+        assert!(
+            e.contains("still in progress (peer3 is running as pid"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -186,6 +190,9 @@ mod tests {
         let path = tmp.path().join("config.toml");
         std::fs::write(&path, vec![b'#'; MAX_CONFIG as usize + 1]).unwrap();
         let e = load_config(&path).unwrap_err().0;
-        assert!(e.contains("over the 1048576-byte limit for a config file"), "{e}");
+        assert!(
+            e.contains("over the 1048576-byte limit for a config file"),
+            "{e}"
+        );
     }
 }

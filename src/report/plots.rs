@@ -11,8 +11,7 @@
 //! - `oversells`: oversells over time, cumulative, from the warehouse's cache
 //!   flush events (none in `strong` mode);
 //! - `latency_time`: latency over time, per bucket of completion time: the
-//!   p50–p90 and p90–p99 bands, the p50 and p99 lines and the slowest request,
-//!   on a log axis;
+//!   p50–p90 and p90–p99 bands and the p50 and p99 lines, on a log axis;
 //! - `shipped`: items shipped over time, cumulative (the document's "Sell out
 //!   N items!"), per trader and in all, as the buyers were told; a dot marks
 //!   the warehouse's own count;
@@ -226,10 +225,10 @@ pub fn markers(history: &History, stopped_us: u64) -> Vec<Marker> {
             .detections()
             .filter(|(_, r)| !during_stop(stopped_us, r.wall_us))
             .map(|(dead, r)| Marker {
-        at_s: secs(history, r.wall_us),
-        label: format!("{} declares {dead} dead", r.by.unwrap_or_default()),
-        kind: MarkerKind::Detection,
-    }),
+                at_s: secs(history, r.wall_us),
+                label: format!("{} declares {dead} dead", r.by.unwrap_or_default()),
+                kind: MarkerKind::Detection,
+            }),
     );
     m.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     m
@@ -457,7 +456,7 @@ fn quantile(v: &[f64], q: f64) -> f64 {
 }
 
 /// Latency over time: per bucket of completion time, the p50–p90 and
-/// p90–p99 bands, the p50 and p99 lines and the slowest request (log axis).
+/// p90–p99 bands and the p50 and p99 lines (log axis).
 pub fn latency_over_time(report: &Report, history: &History) -> TimePlot {
     let x_max = x_max(report, history);
     let answered: Vec<(f64, f64)> = history
@@ -478,15 +477,14 @@ pub fn latency_over_time(report: &Report, history: &History) -> TimePlot {
     for (at, ms) in &answered {
         per[((at / width) as usize).min(buckets - 1)].push(*ms);
     }
-    let (mut p50, mut p99, mut max) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut p50, mut p99) = (Vec::new(), Vec::new());
     let (mut low, mut high) = (Vec::new(), Vec::new());
     for (i, v) in per.iter_mut().enumerate().filter(|(_, v)| !v.is_empty()) {
         v.sort_by(f64::total_cmp);
         let x = (i as f64 + 0.5) * width;
-        let [a, b, c, m] = [0.5, 0.9, 0.99, 1.0].map(|q| quantile(v, q).log10());
+        let [a, b, c] = [0.5, 0.9, 0.99].map(|q| quantile(v, q).log10());
         p50.push((x, a));
         p99.push((x, c));
-        max.push((x, m));
         low.push((x, a, b));
         high.push((x, b, c));
     }
@@ -499,11 +497,7 @@ pub fn latency_over_time(report: &Report, history: &History) -> TimePlot {
         stem: "latency_time",
         title: format!("Latency over time ({} mode)", report.mode),
         y_desc: "latency (ms, log scale)".into(),
-        lines: vec![
-            line("p50", p50, true),
-            line("p99", p99, false),
-            line("slowest", max, false),
-        ],
+        lines: vec![line("p99", p99, false), line("p50", p50, true)],
         dots: Vec::new(),
         notes: vec![format!(
             "answered requests, by completion time, in {}-ms buckets",
@@ -637,7 +631,11 @@ pub fn warehouse_stock(report: &Report, history: &History, store: &Snapshot) -> 
     let mut unplaced = 0;
     for (i, p) in report.products.iter().enumerate() {
         let mut events = Vec::new();
-        for (id, a) in store.applied.iter().filter(|(_, a)| a.product.0 as usize == i) {
+        for (id, a) in store
+            .applied
+            .iter()
+            .filter(|(_, a)| a.product.0 as usize == i)
+        {
             let change = match a.side {
                 Side::Sell => f64::from(a.qty.0),
                 Side::Buy => -f64::from(a.qty.0),
@@ -710,10 +708,9 @@ pub fn roles(report: &Report, history: &History) -> RolesPlot {
                 let by = r.by.unwrap_or_default();
                 (traders, format!("{by} declared {dead} dead"))
             }
-            Happening::Promoted { traders, .. } => (
-                traders,
-                format!("{} promoted", r.by.unwrap_or_default()),
-            ),
+            Happening::Promoted { traders, .. } => {
+                (traders, format!("{} promoted", r.by.unwrap_or_default()))
+            }
             _ => continue,
         };
         let mut next = next.clone();
@@ -772,7 +769,11 @@ pub fn roles(report: &Report, history: &History) -> RolesPlot {
             spans.push(after);
         }
     }
-    spans.sort_by(|a, b| (a.node, a.from_s).partial_cmp(&(b.node, b.from_s)).unwrap_or(std::cmp::Ordering::Equal));
+    spans.sort_by(|a, b| {
+        (a.node, a.from_s)
+            .partial_cmp(&(b.node, b.from_s))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     const SHOWN: usize = 6;
     if notes.len() > SHOWN {
         let more = notes.len() - SHOWN;
@@ -892,14 +893,22 @@ fn time_chart<DB: DrawingBackend>(
         .flat_map(|l| l.points.iter().map(|p| p.1))
         .chain(plot.dots.iter().map(|d| d.2))
         .chain(plot.bands.iter().flat_map(|b| b.points.iter().map(|p| p.2)));
+    // Head room above the data for the notes and the legend: the legend's
+    // share of the plot's height (about 560 px, 22 px an entry), at least 23%.
+    let kinds = [MarkerKind::Fault, MarkerKind::Detection]
+        .iter()
+        .filter(|k| marks.iter().any(|m| m.kind == **k))
+        .count();
+    let entries = plot.lines.len() + plot.dots.len() + plot.bands.len() + kinds;
+    let share = ((entries as f64 * NOTE_LINE + 40.0) / 560.0).clamp(0.23, 0.6);
+    let room = share / (1.0 - share);
     let (y0, y1) = match plot.scale {
         Scale::Linear => {
             let (lo, hi) = values.fold((0.0f64, 1.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
-            // Head room for the notes and the legend above the data.
             let span = hi - lo;
             (
                 if lo < 0.0 { lo - 0.05 * span } else { 0.0 },
-                hi + 0.3 * span,
+                hi + room * span,
             )
         }
         Scale::Log10 => {
@@ -912,7 +921,7 @@ fn time_chart<DB: DrawingBackend>(
             } else {
                 (-1.0, 1.0)
             };
-            (lo, hi + 0.3 * (hi - lo))
+            (lo, hi + room * (hi - lo))
         }
     };
     let mut chart = ChartBuilder::on(root)
@@ -1039,7 +1048,10 @@ fn draw_markers<DB: DrawingBackend>(
 }
 
 /// Lines of text in a plot's top-left corner.
-fn draw_notes<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, notes: &[String]) -> DrawResult<DB> {
+fn draw_notes<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    notes: &[String],
+) -> DrawResult<DB> {
     for (i, note) in notes.iter().enumerate() {
         root.draw(&Text::new(
             note.clone(),
@@ -1108,10 +1120,9 @@ fn roles_chart<DB: DrawingBackend>(
             })
             .collect();
         if !bars.is_empty() {
-            chart
-                .draw_series(bars)?
-                .label(name)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 24, y + 6)], color.filled()));
+            chart.draw_series(bars)?.label(name).legend(move |(x, y)| {
+                Rectangle::new([(x, y - 6), (x + 24, y + 6)], color.filled())
+            });
         }
     }
     draw_markers(&mut chart, marks, y0, y1)?;
@@ -1200,98 +1211,7 @@ fn latency_chart<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Lamport;
-    use crate::config::Config;
-    use crate::history::Request;
-    use crate::membership::Record;
-    use crate::warehouse::ledger::Ledger;
-    use crate::warehouse::store::Snapshot;
-    use crate::wire::{ProductId, Qty, RequestId};
-    use std::time::Duration;
-
-    fn req(seq: u64, side: Side, granted: u32, trader: u32, at_ms: u64) -> Request {
-        Request {
-            id: RequestId {
-                node: NodeId(1),
-                seq,
-            },
-            side,
-            product: ProductId(0),
-            asked: Qty(granted),
-            granted: Qty(granted),
-            trader: NodeId(trader),
-            outcome: Outcome::Ok,
-            invoked_us: at_ms * 1000 - 500,
-            completed_us: at_ms * 1000,
-            latency_us: 500 + seq * 100,
-            lamport_invoked: Lamport(seq),
-            lamport_completed: Lamport(seq + 1),
-        }
-    }
-
-    fn sample() -> (Report, History) {
-        let (report, h, _) = sample_with_store();
-        (report, h)
-    }
-
-    fn sample_with_store() -> (Report, History, Snapshot) {
-        let cfg = Config::default();
-        let mut h = History {
-            requests: vec![
-                req(1, Side::Sell, 5, 5, 100),
-                req(2, Side::Buy, 3, 6, 200),
-                req(3, Side::Buy, 4, 5, 1500),
-            ],
-            first_us: 0,
-            last_us: 2_000_000,
-            ..History::default()
-        };
-        h.failover.push(Record {
-            wall_us: 1_000_000,
-            lamport: None,
-            by: None,
-            what: Happening::Fault {
-                fault: crate::config::FaultKind::Kill,
-                victim: NodeId(6),
-            },
-        });
-        h.failover.push(Record {
-            wall_us: 1_300_000,
-            lamport: Some(Lamport(9)),
-            by: Some(NodeId(5)),
-            what: Happening::Detected {
-                dead: NodeId(6),
-                cause: "refused".into(),
-                traders: vec![NodeId(5)],
-                promoted: None,
-            },
-        });
-        let mut ledger = Ledger::new(&[50]);
-        for r in &h.requests {
-            let order = crate::wire::Order {
-                id: r.id,
-                product: r.product,
-                qty: r.granted,
-            };
-            ledger.apply(r.side, &order);
-        }
-        let snap = Snapshot {
-            books: ledger.books,
-            ..Snapshot::default()
-        };
-        let report = Report::build(
-            &cfg,
-            Path::new("run"),
-            &crate::report::Trading {
-                elapsed: Duration::from_secs(2),
-                ..Default::default()
-            },
-            &h,
-            &snap,
-            Vec::new(),
-        );
-        (report, h, snap)
-    }
+    use crate::report::tests::{sample, sample_with_store};
 
     #[test]
     fn stock_is_initial_plus_sells_minus_buys_in_completion_order() {

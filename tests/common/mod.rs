@@ -22,11 +22,13 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bazaar"))
 }
 
-/// The one run directory `bazaar run --runs-dir runs` made.
+/// The one run directory `bazaar run --runs-dir runs` made (beside the
+/// `latest` link to it).
 pub fn the_run(runs: &Path) -> PathBuf {
     let mut found: Vec<PathBuf> = std::fs::read_dir(runs)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with(bazaar::market::LATEST))
         .collect();
     assert_eq!(found.len(), 1, "{found:?}");
     found.pop().unwrap()
