@@ -112,7 +112,7 @@ window.addEventListener("load", () => {{
 #[test]
 fn the_html_report_of_a_failover_renders_in_a_browser() {
     let dir = tempfile::tempdir().unwrap();
-    let config = common::write_config(
+    let (runs, out) = common::run_market(
         dir.path(),
         r#"
 [market]
@@ -126,14 +126,6 @@ at = "1s"
 kill = "trader"
 "#,
     );
-    let runs = dir.path().join("runs");
-    let out = Command::new(common::bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .arg("--runs-dir")
-        .arg(&runs)
-        .output()
-        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

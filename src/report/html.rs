@@ -203,89 +203,9 @@ fn verdicts(h: &mut String, report: &Report) {
 }
 
 fn numbers(h: &mut String, report: &Report) {
-    let r = &report.requests;
-    let l = &report.latency;
-    let mut rows: Vec<(String, String)> = vec![
-        (
-            "buys".into(),
-            format!(
-                "{} ok, {} refused, {} failed",
-                r.buy.ok, r.buy.refused, r.buy.failed
-            ),
-        ),
-        (
-            "sells".into(),
-            format!(
-                "{} ok, {} refused, {} failed",
-                r.sell.ok, r.sell.refused, r.sell.failed
-            ),
-        ),
-        (
-            "answers".into(),
-            format!(
-                "{} never answered, {} cut short by their client's death, {} retried at another trader, {} acknowledged and lost",
-                r.unanswered, r.interrupted, r.retried, r.lost
-            ),
-        ),
-        (
-            "throughput".into(),
-            format!(
-                "{:.1} requests/s, {:.1} items shipped/s",
-                report.throughput.requests_per_s, report.throughput.shipped_per_s
-            ),
-        ),
-        (
-            "latency".into(),
-            format!(
-                "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
-            ),
-        ),
-        (
-            "oversells".into(),
-            format!(
-                "{} of {} buys ({:.1}%); undersells {} ({:.1}%)",
-                report.oversells,
-                report.buys,
-                100.0 * report.oversell_rate,
-                report.undersells,
-                100.0 * report.undersell_rate
-            ),
-        ),
-    ];
-    for t in &report.per_trader {
-        rows.push((
-            format!("trader {}", t.trader),
-            format!("{} answered, {} items granted", t.answered, t.granted),
-        ));
-    }
-    for p in &report.products {
-        rows.push((
-            format!("stock of {}", p.name),
-            format!(
-                "{} initial + {} sold − {} shipped = {} final ({}; {} refused for want of stock)",
-                p.initial,
-                p.sold,
-                p.shipped,
-                p.final_stock,
-                if p.conserved {
-                    "conserved"
-                } else {
-                    "NOT CONSERVED"
-                },
-                p.refused
-            ),
-        ));
-    }
-    for u in &report.unflushed {
-        rows.push((
-            format!("unflushed at {}", u.trader),
-            format!("{} acknowledged requests left in its journal", u.requests),
-        ));
-    }
     h.push_str("<section id=\"numbers\">\n<h2>The numbers</h2>\n<table id=\"figures\">\n<tbody>\n");
-    for (k, v) in rows {
-        let _ = writeln!(h, "<tr><th>{}</th><td>{}</td></tr>", esc(&k), esc(&v));
+    for (label, text) in report.numbers() {
+        let _ = writeln!(h, "<tr><th>{}</th><td>{}</td></tr>", esc(label), esc(&text));
     }
     h.push_str("</tbody>\n</table>\n</section>\n");
 }

@@ -398,39 +398,17 @@ pub fn stock(report: &Report, history: &History) -> TimePlot {
 /// Cumulative oversells over time, from the warehouse's flush events.
 pub fn oversells(report: &Report, history: &History) -> TimePlot {
     let x_max = x_max(report, history);
-    let mut flushes: Vec<_> = history.flushes.iter().collect();
-    flushes.sort_by_key(|f| f.wall_us);
-    let cumulative = |of: Option<NodeId>| {
-        let mut total = 0.0;
-        let mut points = vec![(0.0, 0.0)];
-        for f in flushes.iter().filter(|f| of.is_none_or(|t| t == f.trader)) {
-            let x = secs(history, f.wall_us);
-            points.push((x, total));
-            total += f64::from(f.oversells);
-            points.push((x, total));
-        }
-        points.push((x_max, total));
-        points
-    };
-    let traders: std::collections::BTreeSet<NodeId> = flushes.iter().map(|f| f.trader).collect();
-    let mut lines: Vec<Line> = traders
+    let events: Vec<(NodeId, f64, f64)> = history
+        .flushes
         .iter()
-        .map(|&t| Line {
-            label: t.to_string(),
-            points: cumulative(Some(t)),
-            total: false,
-        })
+        .map(|f| (f.trader, secs(history, f.wall_us), f64::from(f.oversells)))
         .collect();
-    lines.push(Line {
-        label: "all traders".into(),
-        points: cumulative(None),
-        total: true,
-    });
+    let lines = per_trader(&events, x_max);
     let mut notes = vec![format!(
         "the warehouse counted {} oversells in all",
         report.oversells
     )];
-    if flushes.is_empty() {
+    if history.flushes.is_empty() {
         notes.push(format!(
             "no cache flush in this run's history ({} mode)",
             report.mode
@@ -533,6 +511,34 @@ fn cumulative(mut events: Vec<(f64, f64)>, start: f64, x_max: f64) -> Vec<(f64, 
     points
 }
 
+/// Cumulative lines of `(trader, seconds, amount)` events: one per trader,
+/// and one in all.
+fn per_trader(events: &[(NodeId, f64, f64)], x_max: f64) -> Vec<Line> {
+    let of = |t: Option<NodeId>| {
+        let picked = events
+            .iter()
+            .filter(|e| t.is_none_or(|t| t == e.0))
+            .map(|e| (e.1, e.2))
+            .collect();
+        cumulative(picked, 0.0, x_max)
+    };
+    let traders: std::collections::BTreeSet<NodeId> = events.iter().map(|e| e.0).collect();
+    let mut lines: Vec<Line> = traders
+        .iter()
+        .map(|&t| Line {
+            label: t.to_string(),
+            points: of(Some(t)),
+            total: false,
+        })
+        .collect();
+    lines.push(Line {
+        label: "all traders".into(),
+        points: of(None),
+        total: true,
+    });
+    lines
+}
+
 /// Items shipped over time, cumulative, per trader and in all, as the
 /// buyers were told; the warehouse's own count is a dot at the end.
 pub fn shipped(report: &Report, history: &History) -> TimePlot {
@@ -549,28 +555,7 @@ pub fn shipped(report: &Report, history: &History) -> TimePlot {
             )
         })
         .collect();
-    let of = |t: Option<NodeId>| {
-        let events = granted
-            .iter()
-            .filter(|g| t.is_none_or(|t| t == g.0))
-            .map(|g| (g.1, g.2))
-            .collect();
-        cumulative(events, 0.0, x_max)
-    };
-    let traders: std::collections::BTreeSet<NodeId> = granted.iter().map(|g| g.0).collect();
-    let mut lines: Vec<Line> = traders
-        .iter()
-        .map(|&t| Line {
-            label: t.to_string(),
-            points: of(Some(t)),
-            total: false,
-        })
-        .collect();
-    lines.push(Line {
-        label: "all traders".into(),
-        points: of(None),
-        total: true,
-    });
+    let lines = per_trader(&granted, x_max);
     let told: f64 = granted.iter().map(|g| g.2).sum();
     TimePlot {
         stem: "shipped",
@@ -997,15 +982,23 @@ fn time_chart<DB: DrawingBackend>(
     draw_markers(&mut chart, marks, y0, y1)?;
     draw_notes(root, &plot.notes)?;
     if !plot.lines.is_empty() {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(font(17))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     }
     Ok(())
+}
+
+/// The legend of every series labelled, in a corner.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    corner: SeriesLabelPosition,
+) -> DrawResult<DB> {
+    chart
+        .configure_series_labels()
+        .position(corner)
+        .label_font(font(17))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
 }
 
 type TimeChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
@@ -1127,13 +1120,7 @@ fn roles_chart<DB: DrawingBackend>(
     }
     draw_markers(&mut chart, marks, y0, y1)?;
     draw_notes(root, &plot.notes)?;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(font(17))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     Ok(())
 }
 
@@ -1198,13 +1185,7 @@ fn latency_chart<DB: DrawingBackend>(
             font(24).pos(Pos::new(HPos::Center, VPos::Center)),
         ))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(font(17))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     Ok(())
 }
 

@@ -62,7 +62,6 @@ impl Report {
     /// The summary printed at the end of `bazaar run`.
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        let r = &self.requests;
         wrapped(
             &mut s,
             "",
@@ -91,97 +90,8 @@ impl Report {
         for why in &self.degraded {
             field(&mut s, "DEGRADED", why);
         }
-        let cached = self.mode == Mode::Cached;
-        if cached {
-            field(
-                &mut s,
-                "oversells",
-                &format!(
-                    "{} of {} buys ({:.1}%); undersells {} ({:.1}%)",
-                    self.oversells,
-                    self.buys,
-                    100.0 * self.oversell_rate,
-                    self.undersells,
-                    100.0 * self.undersell_rate
-                ),
-            );
-        }
-        for u in &self.unflushed {
-            field(
-                &mut s,
-                "UNFLUSHED",
-                &format!(
-                    "{} acknowledged requests left in {}'s journal (it never flushed them)",
-                    u.requests, u.trader
-                ),
-            );
-        }
-        field(
-            &mut s,
-            "requests",
-            &format!(
-                "buy {} ok, {} refused, {} failed; sell {} ok, {} refused, {} failed",
-                r.buy.ok, r.buy.refused, r.buy.failed, r.sell.ok, r.sell.refused, r.sell.failed
-            ),
-        );
-        field(
-            &mut s,
-            "answers",
-            &format!(
-                "{} never answered, {} cut short by their client's death, {} retried at another trader, {} acknowledged and lost",
-                r.unanswered, r.interrupted, r.retried, r.lost
-            ),
-        );
-        for t in &self.per_trader {
-            let mut line = format!(
-                "{}: {} answered, {} items granted",
-                t.trader, t.answered, t.granted
-            );
-            if cached {
-                let b = &t.book;
-                line.push_str(&format!(
-                    "; {} flushed, {} buys: {} oversells ({} items), {} undersells ({} items)",
-                    b.flushed, b.buys, b.oversells, b.oversold, b.undersells, b.undersold
-                ));
-            }
-            field(&mut s, "trader", &line);
-        }
-        field(
-            &mut s,
-            "throughput",
-            &format!(
-                "{:.1} requests/s, {:.1} items shipped/s",
-                self.throughput.requests_per_s, self.throughput.shipped_per_s
-            ),
-        );
-        let l = &self.latency;
-        field(
-            &mut s,
-            "latency",
-            &format!(
-                "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
-            ),
-        );
-        for p in &self.products {
-            field(
-                &mut s,
-                "stock",
-                &format!(
-                    "{}: {} initial + {} sold - {} shipped = {} final ({}; {} refused for want of stock)",
-                    p.name,
-                    p.initial,
-                    p.sold,
-                    p.shipped,
-                    p.final_stock,
-                    if p.conserved {
-                        "conserved"
-                    } else {
-                        "NOT CONSERVED"
-                    },
-                    p.refused
-                ),
-            );
+        for (label, text) in self.numbers() {
+            field(&mut s, label, &text);
         }
         let f = &self.failover;
         for x in &f.faults {
@@ -250,6 +160,100 @@ impl Report {
         }
         field(&mut s, "run dir", &self.run_dir.display().to_string());
         s
+    }
+
+    /// The numbers of the run, labelled: oversells (cached mode), requests
+    /// left unflushed, requests, answers, per trader, throughput, latency
+    /// and stock (the summary and `report.html` both show these).
+    pub fn numbers(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let r = &self.requests;
+        let cached = self.mode == Mode::Cached;
+        if cached {
+            out.push((
+                "oversells",
+                format!(
+                    "{} of {} buys ({:.1}%); undersells {} ({:.1}%)",
+                    self.oversells,
+                    self.buys,
+                    100.0 * self.oversell_rate,
+                    self.undersells,
+                    100.0 * self.undersell_rate
+                ),
+            ));
+        }
+        for u in &self.unflushed {
+            out.push((
+                "UNFLUSHED",
+                format!(
+                    "{} acknowledged requests left in {}'s journal (it never flushed them)",
+                    u.requests, u.trader
+                ),
+            ));
+        }
+        out.push((
+            "requests",
+            format!(
+                "buy {} ok, {} refused, {} failed; sell {} ok, {} refused, {} failed",
+                r.buy.ok, r.buy.refused, r.buy.failed, r.sell.ok, r.sell.refused, r.sell.failed
+            ),
+        ));
+        out.push((
+            "answers",
+            format!(
+                "{} never answered, {} cut short by their client's death, {} retried at another trader, {} acknowledged and lost",
+                r.unanswered, r.interrupted, r.retried, r.lost
+            ),
+        ));
+        for t in &self.per_trader {
+            let mut line = format!(
+                "{}: {} answered, {} items granted",
+                t.trader, t.answered, t.granted
+            );
+            if cached {
+                let b = &t.book;
+                line.push_str(&format!(
+                    "; {} flushed, {} buys: {} oversells ({} items), {} undersells ({} items)",
+                    b.flushed, b.buys, b.oversells, b.oversold, b.undersells, b.undersold
+                ));
+            }
+            out.push(("trader", line));
+        }
+        out.push((
+            "throughput",
+            format!(
+                "{:.1} requests/s, {:.1} items shipped/s",
+                self.throughput.requests_per_s, self.throughput.shipped_per_s
+            ),
+        ));
+        let l = &self.latency;
+        out.push((
+            "latency",
+            format!(
+                "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
+            ),
+        ));
+        for p in &self.products {
+            out.push((
+                "stock",
+                format!(
+                    "{}: {} initial + {} sold - {} shipped = {} final ({}; {} refused for want of stock)",
+                    p.name,
+                    p.initial,
+                    p.sold,
+                    p.shipped,
+                    p.final_stock,
+                    if p.conserved {
+                        "conserved"
+                    } else {
+                        "NOT CONSERVED"
+                    },
+                    p.refused
+                ),
+            ));
+        }
+        out
     }
 
     /// The checker's verdicts, one field each (`bazaar check` prints these).

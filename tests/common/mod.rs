@@ -40,6 +40,21 @@ pub fn read_report(run: &Path) -> bazaar::report::Report {
     serde_json::from_str(&text).unwrap()
 }
 
+/// Runs `bazaar run` on `toml` (written into `dir`) with its run
+/// directories under `dir/runs`; returns that directory and what it printed.
+pub fn run_market(dir: &Path, toml: &str) -> (PathBuf, std::process::Output) {
+    let config = write_config(dir, toml);
+    let runs = dir.join("runs");
+    let out = std::process::Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--runs-dir")
+        .arg(&runs)
+        .output()
+        .expect("run bazaar");
+    (runs, out)
+}
+
 /// Writes a config file into `dir` and returns its path.
 pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
     let path = dir.join("market.toml");
