@@ -980,7 +980,7 @@ fn time_chart<DB: DrawingBackend>(
             .legend(move |(x, y)| Circle::new((x + 12, y), 6, color.filled()));
     }
     draw_markers(&mut chart, marks, y0, y1)?;
-    draw_notes(root, &plot.notes)?;
+    draw_notes(root, &plot.notes, 120)?;
     if !plot.lines.is_empty() {
         draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     }
@@ -1040,15 +1040,17 @@ fn draw_markers<DB: DrawingBackend>(
     Ok(())
 }
 
-/// Lines of text in a plot's top-left corner.
+/// Lines of text in a plot's top-left corner, from `left` pixels (right of
+/// the y axis's labels).
 fn draw_notes<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     notes: &[String],
+    left: i32,
 ) -> DrawResult<DB> {
     for (i, note) in notes.iter().enumerate() {
         root.draw(&Text::new(
             note.clone(),
-            (120, 70 + 22 * i as i32),
+            (left, 70 + 22 * i as i32),
             font(17).color(&RGBColor(80, 80, 80)),
         ))?;
     }
@@ -1119,7 +1121,7 @@ fn roles_chart<DB: DrawingBackend>(
         }
     }
     draw_markers(&mut chart, marks, y0, y1)?;
-    draw_notes(root, &plot.notes)?;
+    draw_notes(root, &plot.notes, 200)?;
     draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     Ok(())
 }
