@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
 use bazaar::clock::Clock;
@@ -336,6 +336,31 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<Exit> {
     }
 }
 
+/// The longest line a launched node reads from the launcher: the address
+/// book of 1000 peers is about 40 KiB.
+const MAX_LAUNCHER_LINE: u64 = 1 << 20;
+
+/// The next line from the launcher on stdin (`None` once it closes), read
+/// no further than [`MAX_LAUNCHER_LINE`].
+async fn launcher_line<R: AsyncBufRead + Unpin>(from: &mut R) -> anyhow::Result<Option<String>> {
+    let mut line = Vec::new();
+    (&mut *from)
+        .take(MAX_LAUNCHER_LINE + 1)
+        .read_until(b'\n', &mut line)
+        .await?;
+    if line.is_empty() {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    } else if line.len() as u64 > MAX_LAUNCHER_LINE {
+        bail!("a line from the launcher is over {MAX_LAUNCHER_LINE} bytes");
+    }
+    Ok(Some(
+        String::from_utf8(line).context("a line from the launcher is not UTF-8")?,
+    ))
+}
+
 async fn run_node(
     cfg: Config,
     me: NodeId,
@@ -380,8 +405,8 @@ async fn run_node(
     let wedge = CancellationToken::new();
     let clock = Arc::new(Clock::new());
     let book = if launched {
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        let Some(line) = lines.next_line().await? else {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin());
+        let Some(line) = launcher_line(&mut lines).await? else {
             return Ok(()); // the launcher went away before the start
         };
         let json = line
@@ -391,7 +416,7 @@ async fn run_node(
         let (work, all) = (stop_work.clone(), stop_all.clone());
         let (wedge, clock) = (wedge.clone(), clock.clone());
         tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
+            while let Ok(Some(line)) = launcher_line(&mut lines).await {
                 match line.as_str() {
                     "stop" => work.cancel(),
                     // The fault experiments: stop the trader worker, keep the socket.
