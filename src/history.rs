@@ -43,6 +43,14 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const BUFFER: usize = 64 * 1024;
 /// The launcher's own history file (faults it injected), beside the nodes'.
 pub const LAUNCHER: &str = "launcher";
+/// The largest history file read back (about 5 million events, hours of a
+/// busy client): a larger one is refused by name before it is read.
+pub const MAX_FILE: u64 = 1 << 30;
+/// The longest history line read back; an event is a few hundred bytes.
+pub const MAX_LINE: usize = 64 * 1024;
+/// The most history files one run directory may hold (a node writes one;
+/// `[market] peers` is at most 1000).
+pub const MAX_FILES: usize = 4096;
 
 /// How a request ended, from the client's side.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -280,7 +288,7 @@ pub struct Log {
 /// file and line, except a torn line a killed process left behind: the last
 /// line, or one followed by the restarted node's `opened`.
 pub fn read_file(path: &Path) -> anyhow::Result<Log> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = read_bounded(path, MAX_FILE, "a history file")?;
     let lines: Vec<&[u8]> = bytes
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
@@ -290,7 +298,14 @@ pub fn read_file(path: &Path) -> anyhow::Result<Log> {
     let mut torn: Option<(usize, String)> = None;
     for (i, line) in lines.iter().enumerate() {
         let n = i + 1;
-        let parsed = serde_json::from_slice::<Event>(line);
+        let parsed = if line.len() > MAX_LINE {
+            Err(serde::de::Error::custom(format_args!(
+                "a line of {} bytes, over the {MAX_LINE}-byte limit of a history line",
+                line.len()
+            )))
+        } else {
+            serde_json::from_slice::<Event>(line)
+        };
         if let Some((bad, why)) = torn.take() {
             if !matches!(parsed, Ok(Event::Opened(_))) {
                 anyhow::bail!("{}:{bad}: {why}", path.display());
@@ -326,8 +341,45 @@ pub fn read_dir(dir: &Path) -> anyhow::Result<Vec<Log>> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
         .collect();
+    anyhow::ensure!(
+        files.len() <= MAX_FILES,
+        "{} holds {} history files, more than the {MAX_FILES} a run makes; is it a run's history?",
+        dir.display(),
+        files.len()
+    );
     files.sort();
     files.iter().map(|p| read_file(p)).collect()
+}
+
+/// Reads a file from outside the process, refusing one over `max` bytes
+/// (`what` names it in the error) before reading more than that: a huge or
+/// endless input gets a clear error, not all the memory. Only regular files:
+/// a FIFO or a device could block or never end.
+pub fn read_bounded(path: &Path, max: u64, what: &str) -> anyhow::Result<Vec<u8>> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    anyhow::ensure!(
+        meta.is_file(),
+        "{} is not a regular file; expected {what}",
+        path.display()
+    );
+    anyhow::ensure!(
+        meta.len() <= max,
+        "{} is {} bytes, over the {max}-byte limit for {what}; is it the right file?",
+        path.display(),
+        meta.len()
+    );
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    anyhow::ensure!(
+        bytes.len() as u64 <= max,
+        "{} grew past the {max}-byte limit for {what} while it was read",
+        path.display()
+    );
+    Ok(bytes)
 }
 
 /// One request, invoked and completed: the pair the checker and report use.
@@ -645,6 +697,32 @@ mod tests {
         std::fs::write(&path, [0xff, 0xfe, b'\n', b'x', b'\n']).unwrap();
         let err = read_dir(dir.path()).unwrap_err().to_string();
         assert!(err.contains("peer1.jsonl:1"), "{err}");
+
+        // A line too long to be an event is refused without parsing it.
+        let long = format!("{{\"event\":\"{}\"}}", "x".repeat(MAX_LINE));
+        std::fs::write(&path, format!("{long}\n{good}\n")).unwrap();
+        let err = read_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("peer1.jsonl:1") && err.contains("limit"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_bounded_read_refuses_what_is_too_big_or_not_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        std::fs::write(&path, vec![b'x'; 100]).unwrap();
+        assert_eq!(read_bounded(&path, 100, "a test").unwrap().len(), 100);
+        let err = read_bounded(&path, 99, "a test").unwrap_err().to_string();
+        assert!(
+            err.contains("100 bytes, over the 99-byte limit for a test"),
+            "{err}"
+        );
+        let err = read_bounded(dir.path(), 99, "a test")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]

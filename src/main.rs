@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
-use tokio::io::AsyncBufReadExt;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
 use bazaar::clock::Clock;
@@ -18,15 +18,86 @@ use bazaar::launch::Line;
 use bazaar::market::RunDir;
 use bazaar::net::{Tcp, Transport};
 use bazaar::node::{AddressBook, IoMode, NodeContext, ServeOptions};
+use bazaar::report::Status;
+use bazaar::report::open::{RunDirError, load_config as load_config_file};
 use bazaar::warehouse::store::Store;
 use bazaar::wire::NodeId;
-use bazaar::{check, history};
+
+/// The long help's closing part: the exit codes and the environment.
+const AFTER_LONG_HELP: &str = "\
+Exit codes:
+  0    ok: the run finished and every invariant held
+  1    an invariant failed (the summary, report.json and `bazaar check` name it)
+  2    bad usage, a bad config, or a run directory that is missing, unreadable
+       or still running
+  3    degraded: every invariant held, but the run did not go as configured (a
+       node died on its own, a death was detected that no fault caused);
+       report.json's `degraded` says why
+  4    bazaar itself failed (a node did not start, a file could not be written)
+  130  interrupted by Ctrl-C (the market was stopped in order and reported)
+  When several apply, the first of 1, 130, 3 is the one returned.
+
+Environment:
+  BAZAAR_LOG  what the logs show: a level (error, warn, info, debug, trace) or
+              a filter such as `warn,bazaar::peer=debug` (tracing's EnvFilter).
+              Default `info` for `bazaar node` (and so for each node of `bazaar
+              run`, in RUN_DIR/logs/), `warn` for the other commands' stderr.";
+
+/// Exit codes (the long help's table).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Exit {
+    Ok = 0,
+    InvariantFailed = 1,
+    BadInput = 2,
+    Degraded = 3,
+    Failed = 4,
+    Interrupted = 130,
+}
+
+impl From<Status> for Exit {
+    fn from(s: Status) -> Exit {
+        match s {
+            Status::Ok => Exit::Ok,
+            Status::InvariantFailed => Exit::InvariantFailed,
+            Status::Interrupted => Exit::Interrupted,
+            Status::Degraded => Exit::Degraded,
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// `--mode`: the consistency modes, as the config's `[market] mode`.
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum ModeArg {
+    /// The document's cache-less trader: every request applied at the warehouse, then answered; never oversells
+    Strong,
+    /// The document's trader cache: answered from the trader's copy, flushed to the warehouse in batches; may oversell
+    Cached,
+    /// Ours: each trader sells within a share of the stock the warehouse escrows to it (being built)
+    Escrow,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::Strong => Mode::Strong,
+            ModeArg::Cached => Mode::Cached,
+            ModeArg::Escrow => Mode::Escrow,
+        }
+    }
+}
 
 #[derive(Parser)]
 #[command(
     name = "bazaar",
     version,
-    about = "A distributed trading market: warehouse, traders, buyers, sellers."
+    about = "A distributed trading market: warehouse, traders, buyers, sellers.",
+    after_long_help = AFTER_LONG_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,29 +107,32 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a whole market on this machine (one process per node) and print its report.
+    #[command(after_long_help = AFTER_LONG_HELP)]
     Run {
         /// Market config (TOML); fields it leaves out take the defaults (`bazaar config`).
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Override [market] duration, e.g. "3s".
+        /// How long buyers and sellers trade, overriding [market] duration: "3s", "500ms", "2m".
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
-        /// Override [market] seed.
+        /// The seed every random choice derives from, overriding [market] seed.
         #[arg(long)]
         seed: Option<u64>,
-        /// Override [market] mode.
-        #[arg(long)]
-        mode: Option<String>,
-        /// Where run directories are made.
-        #[arg(long, default_value = "runs")]
+        /// The consistency mode, overriding [market] mode.
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
+        /// Where run directories are made (`<DIR>/<timestamp>-<name>/`, and `<DIR>/latest` links the newest).
+        #[arg(long, value_name = "DIR", default_value = "runs")]
         runs_dir: PathBuf,
     },
     /// Run one node in this process, with addresses from the config's [network].
+    #[command(after_long_help = AFTER_LONG_HELP)]
     Node {
         /// Node id: 0 is the warehouse, peers are 1..=peers.
         #[arg(long)]
         id: u32,
-        #[arg(long)]
+        /// Market config (TOML), the same for every node; without it, the defaults.
+        #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Address to listen on (default: the node's [network] address).
         #[arg(long)]
@@ -78,12 +152,33 @@ enum Cmd {
         #[arg(long, hide = true)]
         launched: bool,
     },
-    /// Check a run directory's history against the invariants (exit 1 if one fails).
-    Check { run_dir: PathBuf },
-    /// Rebuild a run directory's report.json and plots, and print its summary.
-    Report { run_dir: PathBuf },
-    /// Print the books of a stopped warehouse's data directory.
-    Stock { data_dir: PathBuf },
+    /// Check a finished run directory against the invariants (exit 1 if one fails); writes nothing.
+    #[command(after_long_help = AFTER_LONG_HELP)]
+    Check {
+        /// A run directory, e.g. runs/latest.
+        run_dir: PathBuf,
+        /// Print the verdicts as JSON (`ok`, `status`, `checks`, `degraded`, `interrupted`) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild a run directory's report.json, plots and report.html, and print its summary.
+    #[command(after_long_help = AFTER_LONG_HELP)]
+    Report {
+        /// A run directory, e.g. runs/latest.
+        run_dir: PathBuf,
+        /// Print only the path of report.html, to open in a browser: `xdg-open "$(bazaar report runs/latest --open)"`.
+        #[arg(long)]
+        open: bool,
+    },
+    /// Print the books of a stopped warehouse's data directory, product by product.
+    #[command(after_long_help = AFTER_LONG_HELP)]
+    Stock {
+        /// A warehouse's data directory, e.g. runs/latest/data/warehouse.
+        data_dir: PathBuf,
+        /// The config that names the products (default: the run directory's config.toml, two levels up, if there is one).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Print the default config, commented.
     Config,
 }
@@ -96,39 +191,52 @@ fn main() -> ExitCode {
     );
     let filter =
         std::env::var("BAZAAR_LOG").unwrap_or_else(|_| if quiet { "warn" } else { "info" }.into());
+    // A node's stderr is its log file when launched: colour codes only on a terminal.
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return Exit::Failed.into();
         }
     };
+    // Everything `check` and `report` do is read a run directory (and write
+    // its report): a failure there is an unreadable run directory.
+    let reads_run_dir = matches!(cli.command, Cmd::Check { .. } | Cmd::Report { .. });
     match runtime.block_on(dispatch(cli.command)) {
-        Ok(code) => code,
+        Ok(code) => code.into(),
         Err(e) => {
-            let bad_config = e.chain().any(|c| c.is::<ConfigError>());
+            let bad_input = reads_run_dir
+                || e.chain()
+                    .any(|c| c.is::<ConfigError>() || c.is::<RunDirError>());
             eprintln!("error: {e:#}");
-            ExitCode::from(if bad_config { 2 } else { 1 })
+            if bad_input {
+                Exit::BadInput
+            } else {
+                Exit::Failed
+            }
+            .into()
         }
     }
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     Ok(match path {
-        Some(p) => Config::load(p)?,
+        Some(p) => load_config_file(p)?,
         None => Config::default(),
     })
 }
 
-async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
+async fn dispatch(cmd: Cmd) -> anyhow::Result<Exit> {
     match cmd {
         Cmd::Config => {
             print!("{}", bazaar::config::DEFAULT_TOML);
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Ok)
         }
         Cmd::Run {
             config,
@@ -145,65 +253,69 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 cfg.market.seed = s;
             }
             if let Some(m) = mode {
-                cfg.market.mode = m.parse::<Mode>()?;
+                cfg.market.mode = m.into();
             }
             cfg.validate()?;
             let exe = std::env::current_exe().context("cannot find the bazaar binary")?;
             let report = bazaar::market::run(&cfg, &runs_dir, &exe).await?;
             print!("{}", report.summary());
-            Ok(if check::all_ok(&report.checks) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(report.status().into())
         }
-        Cmd::Check { run_dir } => {
-            let cfg = Config::load(&run_dir.join("config.toml"))?;
-            let dir = RunDir { root: run_dir };
-            let history = history::History::read_dir(&dir.history())?;
-            let store = Store::snapshot(&dir.data_of(NodeId::WAREHOUSE))?;
-            let unflushed = bazaar::market::read_unflushed(&cfg, &dir)?;
-            let verdicts = check::check(&cfg, &history, &store, &unflushed);
-            for v in &verdicts {
-                println!(
-                    "{:<28} {:<6} {}",
-                    v.invariant,
-                    if v.ok { "ok" } else { "FAILED" },
-                    v.detail
-                );
+        Cmd::Check { run_dir, json } => {
+            let o = bazaar::report::open::open(&run_dir)?;
+            let report = bazaar::report::judge(&o.cfg, &o.dir, &o.named, &o.trading)?.report;
+            if json {
+                let out = serde_json::json!({
+                    "run_dir": run_dir,
+                    "ok": report.status() == Status::Ok,
+                    "status": format!("{:?}", report.status()).to_lowercase(),
+                    "checks": report.checks,
+                    "degraded": report.degraded,
+                    "interrupted": report.interrupted,
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                print!("{}", report.verdicts());
             }
-            Ok(if check::all_ok(&verdicts) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(report.status().into())
         }
-        Cmd::Report { run_dir } => {
+        Cmd::Report { run_dir, open } => {
             let report = bazaar::report::Report::rebuild(&run_dir)?;
-            print!("{}", report.summary());
-            Ok(if check::all_ok(&report.checks) {
-                ExitCode::SUCCESS
+            if open {
+                let html = RunDir { root: run_dir }.html();
+                println!("{}", std::path::absolute(&html).unwrap_or(html).display());
             } else {
-                ExitCode::FAILURE
-            })
+                print!("{}", report.summary());
+            }
+            Ok(report.status().into())
         }
-        Cmd::Stock { data_dir } => {
+        Cmd::Stock { data_dir, config } => {
             let snap = Store::snapshot(&data_dir).with_context(|| {
-                format!("cannot read a warehouse store in {}", data_dir.display())
+                RunDirError(format!(
+                    "cannot read a warehouse store in {} (a warehouse's data directory is RUN_DIR/data/warehouse)",
+                    data_dir.display()
+                ))
             })?;
+            // The products' names: the given config, or the run's.
+            let beside = data_dir.join("../../config.toml");
+            let cfg = match config {
+                Some(path) => Some(load_config_file(&path)?),
+                None if beside.is_file() => load_config_file(&beside).ok(),
+                None => None,
+            };
             for (i, b) in snap.books.iter().enumerate() {
+                let name = cfg.as_ref().and_then(|c| c.products.get(i)).map_or_else(
+                    || format!("product {i}"),
+                    |p| format!("{} (product {i})", p.name),
+                );
+                println!("{name}: stock {}", b.stock);
                 println!(
-                    "product {i}: stock {} (initial {}, sold {}, shipped {}, refused {}, oversold {} in {} oversells, undersold {} in {} undersells, of {} buys)",
-                    b.stock,
-                    b.initial,
-                    b.sold,
-                    b.shipped,
-                    b.refused,
-                    b.oversold,
-                    b.oversells,
-                    b.undersold,
-                    b.undersells,
-                    b.buys
+                    "  initial {}, sold {}, shipped {}, refused {} for want of stock",
+                    b.initial, b.sold, b.shipped, b.refused
+                );
+                println!(
+                    "  {} buys: oversold {} in {} oversells, undersold {} in {} undersells",
+                    b.buys, b.oversold, b.oversells, b.undersold, b.undersells
                 );
             }
             for (t, tb) in &snap.traders {
@@ -213,7 +325,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 );
             }
             println!("{} applied requests", snap.applied.len());
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Ok)
         }
         Cmd::Node {
             id,
@@ -225,9 +337,34 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         } => {
             let cfg = load_config(config.as_deref())?;
             run_node(cfg, NodeId(id), listen, data_dir, run_dir, launched).await?;
-            Ok(ExitCode::SUCCESS)
+            Ok(Exit::Ok)
         }
     }
+}
+
+/// The longest line a launched node reads from the launcher: the address
+/// book of 1000 peers is about 40 KiB.
+const MAX_LAUNCHER_LINE: u64 = 1 << 20;
+
+/// The next line from the launcher on stdin (`None` once it closes), read
+/// no further than [`MAX_LAUNCHER_LINE`].
+async fn launcher_line<R: AsyncBufRead + Unpin>(from: &mut R) -> anyhow::Result<Option<String>> {
+    let mut line = Vec::new();
+    (&mut *from)
+        .take(MAX_LAUNCHER_LINE + 1)
+        .read_until(b'\n', &mut line)
+        .await?;
+    if line.is_empty() {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    } else if line.len() as u64 > MAX_LAUNCHER_LINE {
+        bail!("a line from the launcher is over {MAX_LAUNCHER_LINE} bytes");
+    }
+    Ok(Some(
+        String::from_utf8(line).context("a line from the launcher is not UTF-8")?,
+    ))
 }
 
 async fn run_node(
@@ -282,8 +419,8 @@ async fn run_node(
     let wedge = CancellationToken::new();
     let clock = Arc::new(Clock::new());
     let book = if launched {
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        let Some(line) = lines.next_line().await? else {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin());
+        let Some(line) = launcher_line(&mut lines).await? else {
             return Ok(()); // the launcher went away before the start
         };
         let Ok(Line::Start(book)) = line.parse::<Line>() else {
@@ -292,7 +429,7 @@ async fn run_node(
         let (work, all) = (stop_work.clone(), stop_all.clone());
         let (wedge, clock) = (wedge.clone(), clock.clone());
         tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
+            while let Ok(Some(line)) = launcher_line(&mut lines).await {
                 match line.parse::<Line>() {
                     Ok(Line::Stop) => work.cancel(),
                     // The fault experiments: stop the trader worker, keep the socket.

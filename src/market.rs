@@ -84,6 +84,7 @@ impl RunDir {
                     for sub in [rd.logs(), rd.history(), rd.root.join("data")] {
                         std::fs::create_dir_all(&sub)?;
                     }
+                    point_latest(runs_root, &rd.root);
                     return Ok(rd);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -115,6 +116,33 @@ impl RunDir {
     }
     pub fn plots(&self) -> PathBuf {
         self.root.join("plots")
+    }
+    pub fn html(&self) -> PathBuf {
+        self.root.join("report.html")
+    }
+}
+
+/// The name of the link to the newest run directory, beside the run directories.
+pub const LATEST: &str = "latest";
+
+/// Points `runs_root/latest` at `run` (relative, so the runs directory can
+/// move), replacing the old link in one rename. A failure is a warning: the
+/// run itself is fine.
+fn point_latest(runs_root: &Path, run: &Path) {
+    #[cfg(unix)]
+    {
+        let Some(name) = run.file_name() else { return };
+        let tmp = runs_root.join(format!(".{LATEST}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let made = std::os::unix::fs::symlink(name, &tmp)
+            .and_then(|()| std::fs::rename(&tmp, runs_root.join(LATEST)));
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(&tmp);
+            eprintln!(
+                "warning: cannot point {} at the new run: {e}",
+                runs_root.join(LATEST).display()
+            );
+        }
     }
 }
 
@@ -174,6 +202,7 @@ pub async fn run(cfg: &Config, runs_root: &Path, exe: &Path) -> anyhow::Result<R
     let result = drive(cfg, &dir, &mut nodes, &interrupt).await;
     // Whatever happened, no child outlives the run. The warehouse stops last,
     // so that cached traders can flush their queues to it as they stop.
+    let mut late = Vec::new();
     for last in [false, true] {
         for n in nodes.iter_mut().filter(|n| n.node.is_warehouse() == last) {
             n.stdin.take();
@@ -187,11 +216,16 @@ pub async fn run(cfg: &Config, runs_root: &Path, exe: &Path) -> anyhow::Result<R
                     "{} did not exit within {EXIT_TIMEOUT:?}; killing it",
                     n.node
                 );
+                late.push(format!(
+                    "{} did not exit within {EXIT_TIMEOUT:?} of its stop and was killed",
+                    n.node
+                ));
                 let _ = n.child.kill().await;
             }
         }
     }
-    let trading = result?;
+    let mut trading = result?;
+    trading.degraded.extend(late);
 
     crate::report::finish(cfg, &dir, &trading)
 }
@@ -481,15 +515,27 @@ async fn drive(
         tokio::select! {
             _ = watcher.until(FOREVER, |_| false) => {}
             _ = tokio::time::sleep_until(began + cfg.market.duration) => {}
-            _ = interrupt.cancelled() => {}
+            _ = interrupt.cancelled() => interrupted = true,
         }
     }
     progress.abort();
     let _ = progress.await; // the line is cleared before anything else prints
 
+    let stopped_us = history::wall_us();
     // Stop every live peer at once, then wait for each one's history. A node
     // that died on its own, or does not finish in time, is reported and the
     // run goes on to its report: that run is the one worth reading.
+    let mut degraded = Vec::new();
+    for n in nodes.iter_mut().filter(|n| !n.killed) {
+        if let Ok(Some(status)) = n.child.try_wait() {
+            let why = format!(
+                "{} exited on its own while the market traded ({status}; see logs/{}.log)",
+                n.node, n.node
+            );
+            eprintln!("warning: {why}");
+            degraded.push(why);
+        }
+    }
     let mut live: Vec<NodeId> = Vec::new();
     for n in nodes
         .iter_mut()
@@ -510,21 +556,27 @@ async fn drive(
             .filter(|n| !watcher.done.contains(n))
             .map(|n| n.to_string())
             .collect();
-        eprintln!(
-            "warning: {} did not finish within {wait:?} of the stop; stopping it anyway",
+        let why = format!(
+            "{} did not finish within {wait:?} of the stop",
             missing.join(", ")
         );
+        eprintln!("warning: {why}; stopping it anyway");
+        degraded.push(why);
     }
     Ok(Trading {
         began_us,
         elapsed: began.elapsed(),
+        stopped_us,
         final_traders: watcher.view.traders.clone(),
+        interrupted,
+        degraded,
     })
 }
 
 /// The nodes of a run directory, as its launcher wrote them.
 pub fn read_nodes(run_dir: &Path) -> anyhow::Result<BTreeMap<NodeId, NodeInfo>> {
-    let text = std::fs::read_to_string(run_dir.join("nodes.json"))?;
-    let infos: Vec<NodeInfo> = serde_json::from_str(&text)?;
+    let path = run_dir.join("nodes.json");
+    let bytes = history::read_bounded(&path, crate::report::open::MAX_NODES, "a nodes.json")?;
+    let infos: Vec<NodeInfo> = serde_json::from_slice(&bytes)?;
     Ok(infos.into_iter().map(|i| (i.node, i)).collect())
 }

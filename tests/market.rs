@@ -103,7 +103,10 @@ fn a_bad_config_is_a_clear_error_with_exit_code_2() {
     assert!(stderr.contains("traders = 9 but 6 peers"), "{stderr}");
     let (code, _, stderr) = run_market(dir.path(), "", &["--mode", "eventual"]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("not a consistency mode"), "{stderr}");
+    assert!(
+        stderr.contains("[possible values: strong, cached, escrow]"),
+        "{stderr}"
+    );
     assert!(
         !dir.path().join("runs").exists(),
         "no run directory for a bad config"

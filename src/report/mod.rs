@@ -4,6 +4,8 @@
 //! the checker's verdicts. The README's section "The report" documents
 //! `report.json` field by field; keep them together.
 
+pub mod html;
+pub mod open;
 pub mod plots;
 pub mod progress;
 pub mod summary;
@@ -12,6 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +23,7 @@ use crate::config::{Config, Mode, Role};
 use crate::failover::FailoverReport;
 use crate::history::{History, Outcome};
 use crate::market::RunDir;
+use crate::membership::Happening;
 use crate::warehouse::ledger::{Applied, TraderBook};
 use crate::warehouse::store::{Snapshot, Store};
 use crate::wire::{FlushEntry, NodeId, Qty, RequestId, Side};
@@ -32,32 +36,133 @@ pub struct Trading {
     pub elapsed: Duration,
     /// Wall time trading began, µs since the Unix epoch.
     pub began_us: u64,
+    /// Wall time the launcher began to stop the market in order (µs since
+    /// the Unix epoch; 0 if unknown): deaths detected from then on are the
+    /// stop, not failures.
+    pub stopped_us: u64,
     /// The trader list the launcher last heard.
     pub final_traders: Vec<NodeId>,
+    /// Trading was cut short by Ctrl-C (the market was still stopped in order).
+    pub interrupted: bool,
+    /// Why the run was degraded, as the launcher saw it (a node that exited
+    /// on its own, one that did not stop in time).
+    pub degraded: Vec<String>,
 }
 
-/// The end of a run: reads its histories, the warehouse's store and the
-/// cached traders' journals, runs the checker, builds the report, draws the
-/// plots (a plot that fails is a warning, not a failed run) and writes
-/// `report.json`.
-pub fn finish(cfg: &Config, dir: &RunDir, trading: &Trading) -> anyhow::Result<Report> {
+/// What judging a run reads and makes: the report, and the history and
+/// store it was built from (for the plots).
+pub struct Judged {
+    pub report: Report,
+    pub history: History,
+    pub store: Snapshot,
+}
+
+/// Judges a run without writing anything: reads its histories, the
+/// warehouse's store and the cached traders' journals, runs the checker and
+/// builds the report (`run_dir` is the directory the report names).
+pub fn judge(
+    cfg: &Config,
+    dir: &RunDir,
+    run_dir: &Path,
+    trading: &Trading,
+) -> anyhow::Result<Judged> {
     let history = History::read_dir(&dir.history())?;
     let store = Store::snapshot(&dir.data_of(NodeId::WAREHOUSE))?;
     let unflushed = crate::market::read_unflushed(cfg, dir)?;
     let verdicts = check::check(cfg, &history, &store, &unflushed);
-    let mut report = Report::build(cfg, &dir.root, trading, &history, &store, verdicts)
-        .with_unflushed(&unflushed);
-    match plots::write(&dir.plots(), &report, &history) {
-        Ok(files) => {
-            report.plots = files
-                .iter()
-                .map(|f| f.strip_prefix(&dir.root).unwrap_or(f).to_path_buf())
-                .collect()
+    let report =
+        Report::build(cfg, run_dir, trading, &history, &store, verdicts).with_unflushed(&unflushed);
+    Ok(Judged {
+        report,
+        history,
+        store,
+    })
+}
+
+/// The end of a run: [`judge`]s it, draws the plots (a plot that fails is a
+/// warning, not a failed run), and writes `report.json` and `report.html`.
+pub fn finish(cfg: &Config, dir: &RunDir, trading: &Trading) -> anyhow::Result<Report> {
+    write(dir, judge(cfg, dir, &dir.root, trading)?)
+}
+
+/// Draws the plots and writes `report.json` and `report.html` into `dir`.
+fn write(dir: &RunDir, judged: Judged) -> anyhow::Result<Report> {
+    let Judged {
+        mut report,
+        history,
+        store,
+    } = judged;
+    let drawn = match plots::write(&dir.plots(), &report, &history, &store) {
+        Ok(drawn) => drawn,
+        Err(e) => {
+            eprintln!("warning: no plots: {e:#}");
+            Vec::new()
         }
-        Err(e) => eprintln!("warning: no plots: {e:#}"),
-    }
+    };
+    report.plots = drawn
+        .iter()
+        .flat_map(|d| [&d.png, &d.svg_file])
+        .map(|f| f.strip_prefix(&dir.root).unwrap_or(f).to_path_buf())
+        .collect();
     report.write_json(&dir.report())?;
+    let page = html::page(&report, &history, &drawn);
+    std::fs::write(dir.html(), page)
+        .with_context(|| format!("cannot write {}", dir.html().display()))?;
     Ok(report)
+}
+
+/// How a run ended, as far as its exit code goes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    InvariantFailed,
+    Interrupted,
+    Degraded,
+}
+
+/// Whether `wall_us` is in the stop of a run that began stopping at `stopped_us`
+/// (0: unknown, never).
+pub(crate) fn during_stop(stopped_us: u64, wall_us: u64) -> bool {
+    stopped_us != 0 && wall_us >= stopped_us
+}
+
+/// Why a run was degraded: what the launcher saw, then what the history
+/// shows: a death detected, before the stop, of a node no fault struck.
+fn degraded(history: &History, trading: &Trading) -> Vec<String> {
+    let struck: HashSet<NodeId> = history.faults().map(|(victim, _)| victim).collect();
+    let mut why = trading.degraded.clone();
+    for (dead, r) in history.detections() {
+        if struck.contains(&dead) || during_stop(trading.stopped_us, r.wall_us) {
+            continue;
+        }
+        let by = r.by.map_or("the launcher".to_string(), |b| b.to_string());
+        let cause = match &r.what {
+            Happening::Detected { cause, .. } => cause.as_str(),
+            _ => "",
+        };
+        let reason = format!("{by} declared {dead} dead ({cause}) though no fault struck it");
+        // A rebuilt report starts from the reasons it gave before.
+        if !why.contains(&reason) {
+            why.push(reason);
+        }
+    }
+    // The warehouse became unreachable (each trader records it once per
+    // outage; one reason per recorder and outage start is plenty).
+    for r in &history.failover {
+        let Happening::Warehouse { up: false, reason } = &r.what else {
+            continue;
+        };
+        if during_stop(trading.stopped_us, r.wall_us) {
+            continue;
+        }
+        let by = r.by.map_or("the launcher".to_string(), |b| b.to_string());
+        let at = r.wall_us.saturating_sub(trading.began_us) as f64 / 1e6;
+        let reason = format!("{by} could not reach the warehouse at {at:.2} s ({reason})");
+        if !why.contains(&reason) {
+            why.push(reason);
+        }
+    }
+    why
 }
 
 /// Requests of one kind, by outcome.
@@ -204,6 +309,16 @@ pub struct Report {
     /// initial + sold − shipped = final, for every product.
     pub conserved: bool,
     pub checks: Vec<Verdict>,
+    /// Why the run, though its invariants held, did not go as configured: a
+    /// node that died on its own, a death detected that no fault caused.
+    #[serde(default)]
+    pub degraded: Vec<String>,
+    /// Trading was cut short by Ctrl-C.
+    #[serde(default)]
+    pub interrupted: bool,
+    /// When the launcher began to stop the market (µs since the Unix epoch).
+    #[serde(default)]
+    pub stopped_us: u64,
     /// Election, faults, detections, retries, lost requests.
     #[serde(default)]
     pub failover: FailoverReport,
@@ -221,13 +336,19 @@ impl Report {
         store: &Snapshot,
         checks: Vec<Verdict>,
     ) -> Report {
-        let failover = FailoverReport::build(
+        let mut failover = FailoverReport::build(
             history,
             store,
             trading.began_us,
             trading.began_us + trading.elapsed.as_micros() as u64,
             &trading.final_traders,
         );
+        // A trader that sees another stop first, as the market is stopped in
+        // order, may declare it dead: that is the stop, not a failure.
+        failover
+            .detections
+            .retain(|d| !during_stop(trading.stopped_us, d.wall_us));
+        let degraded = degraded(history, trading);
         // Roles as the election made them (the config's defaults if no peer
         // recorded a result).
         let roles = if failover.elected.is_empty() {
@@ -371,8 +492,26 @@ impl Report {
             conserved: !products.is_empty() && products.iter().all(|p| p.conserved),
             products,
             checks,
+            degraded,
+            interrupted: trading.interrupted,
+            stopped_us: trading.stopped_us,
             failover,
             plots: Vec::new(),
+        }
+    }
+
+    /// How the run ended, for the exit code: an invariant that failed first,
+    /// then an interrupted run (a degraded look is what cutting it short
+    /// does), then a degraded one.
+    pub fn status(&self) -> Status {
+        if !check::all_ok(&self.checks) {
+            Status::InvariantFailed
+        } else if self.interrupted {
+            Status::Interrupted
+        } else if !self.degraded.is_empty() {
+            Status::Degraded
+        } else {
+            Status::Ok
         }
     }
 
@@ -394,29 +533,13 @@ impl Report {
         self
     }
 
-    /// The report of a run directory as it is now: `bazaar report RUN_DIR`.
-    /// The trading time is the one its `report.json` gives, or else the
-    /// config's duration.
+    /// The report of a run directory as it is now: `bazaar report RUN_DIR`
+    /// rewrites its `report.json`, plots and `report.html`. How the trading
+    /// went (its times, `run_dir`) is what the old `report.json` says, or
+    /// else the config's duration.
     pub fn rebuild(run_dir: &Path) -> anyhow::Result<Report> {
-        let dir = RunDir {
-            root: run_dir.to_path_buf(),
-        };
-        let cfg = Config::load(&dir.config())?;
-        let trading = std::fs::read_to_string(dir.report())
-            .ok()
-            .and_then(|text| serde_json::from_str::<Report>(&text).ok())
-            .map_or_else(
-                || Trading {
-                    elapsed: cfg.market.duration,
-                    ..Trading::default()
-                },
-                |r| Trading {
-                    elapsed: Duration::from_secs_f64(r.duration_s.max(0.0)),
-                    began_us: r.began_us,
-                    final_traders: r.failover.final_traders,
-                },
-            );
-        finish(&cfg, &dir, &trading)
+        let o = open::open(run_dir)?;
+        write(&o.dir, judge(&o.cfg, &o.dir, &o.named, &o.trading)?)
     }
 
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
@@ -426,12 +549,98 @@ impl Report {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::clock::Lamport;
     use crate::history::Request;
+    use crate::membership::Record;
     use crate::warehouse::ledger::Ledger;
     use crate::wire::{ProductId, Qty, RequestId};
+
+    /// A request of client peer1, completed ok at `at_ms`.
+    pub(crate) fn req(seq: u64, side: Side, granted: u32, trader: u32, at_ms: u64) -> Request {
+        Request {
+            id: RequestId {
+                node: NodeId(1),
+                seq,
+            },
+            side,
+            product: ProductId(0),
+            asked: Qty(granted),
+            granted: Qty(granted),
+            trader: NodeId(trader),
+            outcome: Outcome::Ok,
+            invoked_us: at_ms * 1000 - 500,
+            completed_us: at_ms * 1000,
+            latency_us: 500 + seq * 100,
+            lamport_invoked: Lamport(seq),
+            lamport_completed: Lamport(seq + 1),
+        }
+    }
+
+    pub(crate) fn sample() -> (Report, History) {
+        let (report, h, _) = sample_with_store();
+        (report, h)
+    }
+
+    pub(crate) fn sample_with_store() -> (Report, History, Snapshot) {
+        let cfg = Config::default();
+        let mut h = History {
+            requests: vec![
+                req(1, Side::Sell, 5, 5, 100),
+                req(2, Side::Buy, 3, 6, 200),
+                req(3, Side::Buy, 4, 5, 1500),
+            ],
+            first_us: 0,
+            last_us: 2_000_000,
+            ..History::default()
+        };
+        h.failover.push(Record {
+            wall_us: 1_000_000,
+            lamport: None,
+            by: None,
+            what: Happening::Fault {
+                fault: crate::config::FaultKind::Kill,
+                victim: NodeId(6),
+            },
+        });
+        h.failover.push(Record {
+            wall_us: 1_300_000,
+            lamport: Some(Lamport(9)),
+            by: Some(NodeId(5)),
+            what: Happening::Detected {
+                dead: NodeId(6),
+                cause: "refused".into(),
+                traders: vec![NodeId(5)],
+                promoted: None,
+            },
+        });
+        let mut ledger = Ledger::new(&[50]);
+        for r in &h.requests {
+            let order = crate::wire::Order {
+                id: r.id,
+                product: r.product,
+                qty: r.granted,
+            };
+            ledger.apply(r.side, &order);
+        }
+        let snap = Snapshot {
+            books: ledger.books,
+            ..Snapshot::default()
+        };
+        let report = Report::build(
+            &cfg,
+            Path::new("run"),
+            &crate::report::Trading {
+                elapsed: Duration::from_secs(2),
+                ..Default::default()
+            },
+            &h,
+            &snap,
+            Vec::new(),
+        );
+        (report, h, snap)
+    }
 
     #[test]
     fn latency_percentiles_are_not_clamped() {

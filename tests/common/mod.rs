@@ -23,11 +23,13 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bazaar"))
 }
 
-/// The one run directory `bazaar run --runs-dir runs` made.
+/// The one run directory `bazaar run --runs-dir runs` made (beside the
+/// `latest` link to it).
 pub fn the_run(runs: &Path) -> PathBuf {
     let mut found: Vec<PathBuf> = std::fs::read_dir(runs)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with(bazaar::market::LATEST))
         .collect();
     assert_eq!(found.len(), 1, "{found:?}");
     found.pop().unwrap()
@@ -37,6 +39,21 @@ pub fn the_run(runs: &Path) -> PathBuf {
 pub fn read_report(run: &Path) -> bazaar::report::Report {
     let text = std::fs::read_to_string(run.join("report.json")).unwrap();
     serde_json::from_str(&text).unwrap()
+}
+
+/// Runs `bazaar run` on `toml` (written into `dir`) with its run
+/// directories under `dir/runs`; returns that directory and what it printed.
+pub fn run_market(dir: &Path, toml: &str) -> (PathBuf, std::process::Output) {
+    let config = write_config(dir, toml);
+    let runs = dir.join("runs");
+    let out = std::process::Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--runs-dir")
+        .arg(&runs)
+        .output()
+        .expect("run bazaar");
+    (runs, out)
 }
 
 /// Writes a config file into `dir` and returns its path.
