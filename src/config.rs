@@ -92,6 +92,25 @@ pub struct Fault {
     pub kill: Option<Target>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wedge: Option<Target>,
+    /// SIGSTOP the node (a GC pause, a suspended VM), and SIGCONT it after
+    /// `lasting`: it resumes with its old state and a clock that jumped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<Target>,
+    /// How long a `pause` lasts.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration_str"
+    )]
+    pub lasting: Option<Duration>,
+    /// With `kill`: start the node again this long after, on its data
+    /// directory and its address (a crash and a restart).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration_str"
+    )]
+    pub restart_after: Option<Duration>,
 }
 
 /// Whom a fault hits: `"trader"` (a random current trader, seeded) or a peer id.
@@ -122,8 +141,9 @@ impl<'de> Deserialize<'de> for Target {
         }
         match Raw::deserialize(d)? {
             Raw::Word(w) if w == "trader" => Ok(Target::Trader),
+            Raw::Word(w) if w == "warehouse" => Ok(Target::Peer(NodeId::WAREHOUSE)),
             Raw::Word(w) => Err(serde::de::Error::custom(format!(
-                "\"{w}\" is not a fault target (write \"trader\" or a peer id such as 6)"
+                "\"{w}\" is not a fault target (write \"trader\", \"warehouse\" or a peer id such as 6)"
             ))),
             Raw::Id(n) => u32::try_from(n)
                 .ok()
@@ -131,7 +151,7 @@ impl<'de> Deserialize<'de> for Target {
                 .map(|n| Target::Peer(NodeId(n)))
                 .ok_or_else(|| {
                     serde::de::Error::custom(format!(
-                        "{n} is not a peer id (peers are 1..=peers; the warehouse cannot be a fault target)"
+                        "{n} is not a peer id (peers are 1..=peers; write \"warehouse\" for the warehouse)"
                     ))
                 }),
         }
@@ -141,10 +161,21 @@ impl<'de> Deserialize<'de> for Target {
 impl Fault {
     /// What the fault does and to whom.
     pub fn action(&self) -> (FaultKind, Target) {
-        match (self.kill, self.wedge) {
-            (Some(t), _) => (FaultKind::Kill, t),
-            (None, Some(t)) => (FaultKind::Wedge, t),
-            (None, None) => (FaultKind::Kill, Target::Trader),
+        match (self.kill, self.wedge, self.pause) {
+            (Some(t), ..) => (FaultKind::Kill, t),
+            (None, Some(t), _) => (FaultKind::Wedge, t),
+            (None, None, Some(t)) => (FaultKind::Pause, t),
+            (None, None, None) => (FaultKind::Kill, Target::Trader),
+        }
+    }
+
+    /// What undoes the fault, and when after it: a pause's resume, a
+    /// kill's restart.
+    pub fn undo(&self) -> Option<(FaultKind, Duration)> {
+        match self.action().0 {
+            FaultKind::Pause => self.lasting.map(|d| (FaultKind::Resume, d)),
+            FaultKind::Kill => self.restart_after.map(|d| (FaultKind::Restart, d)),
+            _ => None,
         }
     }
 }
@@ -157,6 +188,12 @@ pub enum FaultKind {
     Kill,
     /// Stop a trader's worker; its socket keeps accepting.
     Wedge,
+    /// SIGSTOP the node's process.
+    Pause,
+    /// SIGCONT a paused node.
+    Resume,
+    /// Start a killed node again on its data directory.
+    Restart,
 }
 
 /// Most requests one cache flush (message 9) carries: keeps a flush far below
@@ -485,9 +522,42 @@ impl Config {
             )));
         }
         for (i, f) in self.faults.iter().enumerate() {
-            if f.kill.is_some() == f.wedge.is_some() {
+            let given = [f.kill, f.wedge, f.pause].iter().flatten().count();
+            if given != 1 {
                 return Err(bad(format!(
-                    "[[faults]] #{i}: give exactly one of kill = ... or wedge = ... (e.g. {{ at = \"3s\", kill = \"trader\" }})"
+                    "[[faults]] #{i}: give exactly one of kill = ..., wedge = ... or pause = ... (e.g. {{ at = \"3s\", kill = \"trader\" }})"
+                )));
+            }
+            match (f.action().0, f.lasting, f.restart_after) {
+                (FaultKind::Pause, None, _) => {
+                    return Err(bad(format!(
+                        "[[faults]] #{i}: a pause needs lasting = ... (how long the node stays stopped, e.g. \"2s\")"
+                    )));
+                }
+                (FaultKind::Pause, _, Some(_)) | (FaultKind::Wedge, _, Some(_)) => {
+                    return Err(bad(format!(
+                        "[[faults]] #{i}: restart_after goes with kill = ... only"
+                    )));
+                }
+                (FaultKind::Kill | FaultKind::Wedge, Some(_), _) => {
+                    return Err(bad(format!(
+                        "[[faults]] #{i}: lasting goes with pause = ... only"
+                    )));
+                }
+                _ => {}
+            }
+            if let Some((undo, after)) = f.undo()
+                && f.at + after >= self.market.duration
+            {
+                return Err(bad(format!(
+                    "[[faults]] #{i}: its {undo:?} at {:?} is not before the end of trading ([market] duration = {:?})",
+                    f.at + after,
+                    self.market.duration
+                )));
+            }
+            if f.wedge == Some(Target::Peer(NodeId::WAREHOUSE)) {
+                return Err(bad(format!(
+                    "[[faults]] #{i}: the warehouse has no trader worker to wedge (kill or pause it)"
                 )));
             }
             if let (_, Target::Peer(n)) = f.action()
@@ -642,6 +712,24 @@ mod duration_str {
     }
 }
 
+/// An optional duration, written like [`duration_str`]'s.
+mod opt_duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration_str::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::duration_str::deserialize(d).map(Some)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -708,6 +796,17 @@ mod tests {
         assert!(err("products = []").contains("[[products]] has 0 entries"));
         assert!(err("[market\n").contains("bad config"));
         assert!(err("[heartbeat]\ninterval = \"1s\"\ntimeout = \"1s\"").contains("longer than"));
+        assert!(err("[heartbeat]\nlease = \"500ms\"").contains("at most timeout - interval"));
+        assert!(err("[[faults]]\nat = \"1s\"\npause = \"trader\"").contains("needs lasting"));
+        assert!(
+            err("[[faults]]\nat = \"1s\"\nwedge = \"trader\"\nrestart_after = \"1s\"")
+                .contains("restart_after goes with kill")
+        );
+        assert!(err("[[faults]]\nat = \"1s\"\nwedge = \"warehouse\"").contains("no trader worker"));
+        assert!(
+            err("[[faults]]\nat = \"1s\"\nkill = 3\npause = 4\nlasting = \"1s\"")
+                .contains("exactly one of")
+        );
         assert!(err("[[faults]]\nat = \"1s\"\nkill = \"everyone\"").contains("not a fault target"));
         assert!(err("[[faults]]\nat = \"1s\"\nkill = 0").contains("not a peer id"));
         assert!(err("[[faults]]\nat = \"1s\"\nkill = 9").contains("peers are 1..=6"));

@@ -195,11 +195,11 @@ pub async fn run(cfg: &Config, runs_root: &Path, exe: &Path) -> anyhow::Result<R
 
     let mut nodes = Vec::new();
     for (node, role) in cfg.roles_of_peers()? {
-        nodes.push(spawn(exe, &dir, node, role)?);
+        nodes.push(spawn(exe, &dir, node, role, None)?);
     }
     let pids: Vec<u32> = nodes.iter().filter_map(|n| n.child.id()).collect();
     let interrupt = watch_interrupts(pids);
-    let result = drive(cfg, &dir, &mut nodes, &interrupt).await;
+    let result = drive(cfg, &dir, exe, &mut nodes, &interrupt).await;
     // Whatever happened, no child outlives the run. The warehouse stops last,
     // so that cached traders can flush their queues to it as they stop.
     let mut late = Vec::new();
@@ -243,11 +243,28 @@ pub fn read_unflushed(cfg: &Config, dir: &RunDir) -> anyhow::Result<Vec<(NodeId,
     Ok(out)
 }
 
-fn spawn(exe: &Path, dir: &RunDir, node: NodeId, role: Role) -> anyhow::Result<Launched> {
-    let log = std::fs::File::create(dir.logs().join(format!("{node}.log")))?;
+/// Starts `node`'s process; `again_at` restarts a killed one on its old
+/// address (its log goes on where the first life's ended).
+fn spawn(
+    exe: &Path,
+    dir: &RunDir,
+    node: NodeId,
+    role: Role,
+    again_at: Option<SocketAddr>,
+) -> anyhow::Result<Launched> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(again_at.is_some())
+        .write(true)
+        .truncate(again_at.is_none())
+        .open(dir.logs().join(format!("{node}.log")))?;
     let mut cmd = Command::new(exe);
-    cmd.arg("node")
-        .arg("--id")
+    if let Some(addr) = again_at {
+        cmd.arg("node").arg("--listen").arg(addr.to_string());
+    } else {
+        cmd.arg("node");
+    }
+    cmd.arg("--id")
         .arg(node.0.to_string())
         .arg("--config")
         .arg(dir.config())
@@ -339,13 +356,23 @@ impl Watcher {
     }
 }
 
-/// Carries out one fault; returns its history line.
+/// What the launcher needs to start a killed node again.
+struct Respawn<'a> {
+    exe: &'a Path,
+    dir: &'a RunDir,
+    book: AddressBook,
+    lines: mpsc::Sender<(NodeId, String)>,
+}
+
+/// Carries out one fault; returns its history line (whose `victim` an undo
+/// of it, a resume or a restart, targets).
 async fn strike(
     kind: FaultKind,
     target: Target,
     nodes: &mut [Launched],
     watcher: &mut Watcher,
     rng: &mut StdRng,
+    respawn: &Respawn<'_>,
 ) -> anyhow::Result<Option<Record>> {
     let victim = match target {
         Target::Peer(n) => Some(n),
@@ -364,17 +391,36 @@ async fn strike(
         eprintln!("fault {kind:?}: no live trader to strike; skipped");
         return Ok(None);
     };
-    let Some(n) = nodes.iter_mut().find(|n| n.node == victim && !n.killed) else {
-        eprintln!("fault {kind:?}: {victim} is not running; skipped");
+    // A restart wants the killed node; every other fault a running one.
+    let restart = kind == FaultKind::Restart;
+    let Some(i) = nodes
+        .iter()
+        .position(|n| n.node == victim && n.killed == restart)
+    else {
+        eprintln!("fault {kind:?}: {victim} is not in a state to take it; skipped");
         return Ok(None);
     };
-    watcher.clocks.remove(&victim);
-    let _ = n.say(&Line::AskClock).await;
-    watcher
-        .until(CLOCK_TIMEOUT, |w| w.clocks.contains_key(&victim))
-        .await;
-    let lamport = watcher.clocks.get(&victim).copied();
+    // The victim's Lamport time just before the fault (a stopped or dead
+    // node cannot say).
+    let mut lamport = None;
+    if matches!(kind, FaultKind::Kill | FaultKind::Wedge | FaultKind::Pause) {
+        watcher.clocks.remove(&victim);
+        let _ = nodes[i].say(&Line::AskClock).await;
+        watcher
+            .until(CLOCK_TIMEOUT, |w| w.clocks.contains_key(&victim))
+            .await;
+        lamport = watcher.clocks.get(&victim).copied();
+    }
     let wall_us = history::wall_us();
+    let n = &mut nodes[i];
+    let signal = |n: &Launched, sig| -> anyhow::Result<()> {
+        let pid = n.child.id().context("the process is gone")?;
+        // SAFETY: kill(2) on our own child's pid.
+        if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(())
+    };
     match kind {
         FaultKind::Kill => {
             n.child.start_kill().context("cannot SIGKILL")?;
@@ -382,6 +428,25 @@ async fn strike(
             n.stdin.take();
         }
         FaultKind::Wedge => n.say(&Line::Wedge).await?,
+        FaultKind::Pause => signal(n, libc::SIGSTOP).context("cannot SIGSTOP")?,
+        FaultKind::Resume => signal(n, libc::SIGCONT).context("cannot SIGCONT")?,
+        FaultKind::Restart => {
+            let _ = n.child.wait().await;
+            let addr = respawn
+                .book
+                .get(victim)
+                .context("no address to restart on")?;
+            let mut again = spawn(respawn.exe, respawn.dir, victim, n.role, Some(addr))?;
+            let line = again.hear(READY_TIMEOUT).await?;
+            if line.parse::<Line>() != Ok(Line::Ready(addr)) {
+                bail!("{victim} restarted and said {line:?} instead of ready {addr}");
+            }
+            again.say(&Line::Start(respawn.book.clone())).await?;
+            if let Some(lines) = again.stdout.take() {
+                forward(victim, lines, respawn.lines.clone());
+            }
+            *n = again;
+        }
     }
     eprintln!("fault: {kind:?} {victim}");
     Ok(Some(Record {
@@ -436,6 +501,7 @@ fn watch_interrupts(pids: Vec<u32>) -> CancellationToken {
 async fn drive(
     cfg: &Config,
     dir: &RunDir,
+    exe: &Path,
     nodes: &mut [Launched],
     interrupt: &CancellationToken,
 ) -> anyhow::Result<Trading> {
@@ -470,7 +536,12 @@ async fn drive(
             forward(n.node, lines, tx.clone());
         }
     }
-    drop(tx);
+    let respawn = Respawn {
+        exe,
+        dir,
+        book: book.clone(),
+        lines: tx,
+    };
     let mut watcher = Watcher {
         lines: rx,
         view: View::default(),
@@ -500,16 +571,49 @@ async fn drive(
         cfg.market.duration,
         cfg.initial_traders(),
     ));
-    for f in &faults {
-        let at = began + f.at;
+    // The schedule: each fault at its time, and what undoes it (a resume, a
+    // restart) once it has struck, on the same victim.
+    let mut schedule: Vec<(Duration, FaultKind, Target, Option<(FaultKind, Duration)>)> = faults
+        .iter()
+        .map(|f| {
+            let (kind, target) = f.action();
+            (f.at, kind, target, f.undo())
+        })
+        .collect();
+    while !schedule.is_empty() {
+        schedule.sort_by_key(|(at, ..)| std::cmp::Reverse(*at));
+        let Some((at, kind, target, undo)) = schedule.pop() else {
+            break;
+        };
         tokio::select! {
             _ = watcher.until(FOREVER, |_| false) => {}
-            _ = tokio::time::sleep_until(at) => {}
+            _ = tokio::time::sleep_until(began + at) => {}
             _ = interrupt.cancelled() => { interrupted = true; break; }
         }
-        let (kind, target) = f.action();
-        records.extend(strike(kind, target, nodes, &mut watcher, &mut rng).await?);
+        let struck = strike(kind, target, nodes, &mut watcher, &mut rng, &respawn).await?;
+        if let (Some(r), Some((undo, after))) = (&struck, undo)
+            && let Happening::Fault { victim, .. } = r.what
+        {
+            schedule.push((at + after, undo, Target::Peer(victim), None));
+        }
+        records.extend(struck);
     }
+    // A node still paused (an interrupted run) is let go, so it can stop.
+    for r in &records {
+        if let Happening::Fault {
+            fault: FaultKind::Pause,
+            victim,
+        } = r.what
+            && let Some(n) = nodes.iter().find(|n| n.node == victim && !n.killed)
+            && let Some(pid) = n.child.id()
+        {
+            // SAFETY: kill(2) on our own child's pid; a running one ignores it.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGCONT);
+            }
+        }
+    }
+    drop(respawn);
     write_launcher_history(dir, &records)?;
     if !interrupted {
         tokio::select! {
