@@ -126,6 +126,7 @@ impl Serialize for Target {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             Target::Trader => s.serialize_str("trader"),
+            Target::Peer(n) if n.is_warehouse() => s.serialize_str("warehouse"),
             Target::Peer(n) => s.serialize_u32(n.0),
         }
     }
@@ -803,6 +804,13 @@ mod tests {
                 .contains("restart_after goes with kill")
         );
         assert!(err("[[faults]]\nat = \"1s\"\nwedge = \"warehouse\"").contains("no trader worker"));
+        let restart = "[[faults]]\nat = \"1s\"\nkill = \"warehouse\"\nrestart_after = \"1s\"";
+        let cfg = Config::from_toml(restart).unwrap();
+        assert_eq!(
+            Config::from_toml(&cfg.to_toml()).unwrap(),
+            cfg,
+            "reads back"
+        );
         assert!(
             err("[[faults]]\nat = \"1s\"\nkill = 3\npause = 4\nlasting = \"1s\"")
                 .contains("exactly one of")

@@ -221,6 +221,15 @@ impl Election {
                 self.adopt(current);
                 Vec::new()
             }
+            Body::Refused { .. } if from.is_warehouse() && self.result.is_none() => {
+                // Too early for this set (slower peers may still be
+                // electing): wait for their result, or elect again.
+                self.phase = Phase::Waiting {
+                    until: now + self.timeout,
+                    trader: false,
+                };
+                Vec::new()
+            }
             _ => Vec::new(),
         }
     }
@@ -367,9 +376,9 @@ mod tests {
                 .map(|&p| (p, Election::new(p, &peers, seats, TIMEOUT)))
                 .collect();
             let t0 = Instant::now();
-            let mut registry = Registry::new(n, seats, TIMEOUT, Vec::new(), t0);
+            let mut registry = Registry::new(n, seats, TIMEOUT, TIMEOUT * 8, Vec::new(), t0);
             for &p in &peers {
-                registry.join(p).unwrap();
+                registry.join(t0, p).unwrap();
             }
             Self {
                 t0,

@@ -101,6 +101,47 @@ pub struct FailoverReport {
 }
 
 impl FailoverReport {
+    /// What followed fault `x`, in a line: its detection (a trader's death),
+    /// the outage it caused (the warehouse's), or nothing to detect (a
+    /// resume or a restart undoes an earlier fault).
+    pub fn what_followed(&self, x: &FaultReport) -> String {
+        use crate::config::FaultKind;
+        if matches!(x.fault, FaultKind::Resume | FaultKind::Restart) {
+            return "undoes the fault before it".into();
+        }
+        if x.victim.is_warehouse() {
+            return match self
+                .warehouse_outages
+                .iter()
+                .find(|o| o.from_us >= x.wall_us)
+            {
+                Some(o) => match o.lasted_s {
+                    Some(s) => format!(
+                        "the traders lost the warehouse after {:.0} ms; it answered again {s:.2} s later",
+                        o.from_us.saturating_sub(x.wall_us) as f64 / 1000.0
+                    ),
+                    None => "the traders lost the warehouse; it never answered again".into(),
+                },
+                None => "no trader noticed (it had nothing to ask)".into(),
+            };
+        }
+        match &x.detected {
+            Some(d) => format!(
+                "by {} after {:.0} ms (Lamport {}): {}; traders now {}",
+                d.by,
+                d.after_ms,
+                d.lamport.map_or("?".into(), |l| l.0.to_string()),
+                d.cause,
+                d.traders
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => "NOT DETECTED".into(),
+        }
+    }
+
     /// `began_us`/`ended_us`: wall times trading began and ended.
     pub fn build(
         history: &History,

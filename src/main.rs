@@ -31,7 +31,8 @@ Exit codes:
   2    bad usage, a bad config, or a run directory that is missing, unreadable
        or still running
   3    degraded: every invariant held, but the run did not go as configured (a
-       node died on its own, a death was detected that no fault caused);
+       node died on its own, a death was detected that no fault caused, the
+       warehouse was unreachable for a while);
        report.json's `degraded` says why
   4    bazaar itself failed (a node did not start, a file could not be written)
   130  interrupted by Ctrl-C (the market was stopped in order and reported)

@@ -356,6 +356,9 @@ impl Watcher {
     }
 }
 
+/// A fault due at a time after the market opened, and what undoes it.
+type Scheduled = (Duration, FaultKind, Target, Option<(FaultKind, Duration)>);
+
 /// What the launcher needs to start a killed node again.
 struct Respawn<'a> {
     exe: &'a Path,
@@ -573,7 +576,7 @@ async fn drive(
     ));
     // The schedule: each fault at its time, and what undoes it (a resume, a
     // restart) once it has struck, on the same victim.
-    let mut schedule: Vec<(Duration, FaultKind, Target, Option<(FaultKind, Duration)>)> = faults
+    let mut schedule: Vec<Scheduled> = faults
         .iter()
         .map(|f| {
             let (kind, target) = f.action();

@@ -312,10 +312,7 @@ fn timeline(h: &mut String, report: &Report, history: &History) {
         f.requests_retried, f.retries, f.lost
     );
     for x in &f.faults {
-        let detected = match &x.detected {
-            Some(d) => format!("detected by {} after {:.0} ms", d.by, d.after_ms),
-            None => "NOT DETECTED".into(),
-        };
+        let detected = f.what_followed(x);
         let _ = writeln!(
             h,
             "<p>{:?} {} at {:.2} s of trading: {}; {} items shipped before ({:.1}/s), {} after ({:.1}/s).</p>",

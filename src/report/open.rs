@@ -76,7 +76,12 @@ pub fn open(root: &Path) -> Result<Opened, RunDirError> {
                 "the run in {shown} is still in progress ({node} is running as pid {pid}): judge it once `bazaar run` has finished"
             ));
         }
-        if !dir.root.join("nodes.json").exists() {
+        // `bazaar node --run-dir` (a hand-started market) writes histories
+        // and no nodes.json; a launcher that stopped early writes neither.
+        let has_history = std::fs::read_dir(dir.history())
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        if !dir.root.join("nodes.json").exists() && !has_history {
             return bad(format!(
                 "the run in {shown} never started trading (no nodes.json): its launcher stopped before every node was ready; see {}",
                 dir.logs().display()

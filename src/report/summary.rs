@@ -106,18 +106,7 @@ impl Report {
                     x.lamport.map_or("?".into(), |l| l.0.to_string())
                 ),
             );
-            let detected = match &x.detected {
-                Some(d) => format!(
-                    "by {} after {:.0} ms (Lamport {}): {}; traders now {}",
-                    d.by,
-                    d.after_ms,
-                    d.lamport.map_or("?".into(), |l| l.0.to_string()),
-                    d.cause,
-                    ids(&d.traders)
-                ),
-                None => "NOT DETECTED".into(),
-            };
-            field(&mut s, "detected", &detected);
+            field(&mut s, "followed", &f.what_followed(x));
             field(
                 &mut s,
                 "shipped",

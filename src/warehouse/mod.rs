@@ -142,6 +142,7 @@ impl Warehouse {
             market.peers,
             market.traders as usize,
             ctx.config.heartbeat.lease,
+            ctx.config.election.timeout * 8,
             store.read_views()?,
             now(),
         );
@@ -428,7 +429,7 @@ impl Books {
     fn member(&mut self, at: Instant, from: NodeId, ask: Body) -> Body {
         let id = ask.request_id().unwrap_or_default();
         let answer = match ask {
-            Body::Join { .. } => self.registry.join(from).map(|()| Body::Joined {
+            Body::Join { .. } => self.registry.join(at, from).map(|()| Body::Joined {
                 id,
                 view: self.registry.current(),
                 first: self.registry.first(),

@@ -20,7 +20,11 @@
 //! - **Opening.** Until the first view (epoch 1) is committed the market is
 //!   closed; it opens when every one of the config's `peers` peers has
 //!   joined ([`Body::Join`](crate::wire::Body::Join)), whatever order they
-//!   started in. Only then may the election's result be committed.
+//!   started in. Only then may the election's result be committed, and only
+//!   a full set of `traders` traders, for a `grace` after the opening: a
+//!   peer that gave up waiting for slower ones cannot commit a smaller set
+//!   while they are still electing. After the grace a smaller set is taken
+//!   (peers that joined and died before the election).
 //! - **Compare-and-set.** A proposal names the epoch it replaces (`base`);
 //!   unless that is the current epoch it is refused with the current view,
 //!   which the proposer adopts. Of two traders that declare each other dead
@@ -55,6 +59,10 @@ pub struct Registry {
     peers: u32,
     seats: usize,
     lease: Duration,
+    /// How long after the opening only a full set is committed.
+    grace: Duration,
+    /// When the last peer joined.
+    opened_at: Option<Instant>,
     joined: BTreeSet<NodeId>,
     /// Every committed view, in epoch order: `views[i].epoch == i + 1`.
     views: Vec<View>,
@@ -66,7 +74,14 @@ impl Registry {
     /// A registry for `peers` peers and `seats` traders, with the views a
     /// store held (none for a new market). Every trader of the last view
     /// counts as leased for `lease` from `now`.
-    pub fn new(peers: u32, seats: usize, lease: Duration, views: Vec<View>, now: Instant) -> Self {
+    pub fn new(
+        peers: u32,
+        seats: usize,
+        lease: Duration,
+        grace: Duration,
+        views: Vec<View>,
+        now: Instant,
+    ) -> Self {
         let leases = views
             .last()
             .map(|v| v.traders.iter().map(|&t| (t, now + lease)).collect())
@@ -75,6 +90,8 @@ impl Registry {
             peers,
             seats: seats.max(1),
             lease,
+            grace,
+            opened_at: None,
             joined: BTreeSet::new(),
             views,
             leases,
@@ -110,8 +127,8 @@ impl Registry {
         (1..=self.peers).contains(&node.0)
     }
 
-    /// `peer` is up.
-    pub fn join(&mut self, peer: NodeId) -> Result<(), Refusal> {
+    /// `peer` is up (at `now`).
+    pub fn join(&mut self, now: Instant, peer: NodeId) -> Result<(), Refusal> {
         if !self.is_peer(peer) {
             return Err(Refusal::Membership {
                 reason: format!(
@@ -121,6 +138,9 @@ impl Registry {
             });
         }
         self.joined.insert(peer);
+        if self.opened_at.is_none() && self.open() {
+            self.opened_at = Some(now);
+        }
         Ok(())
     }
 
@@ -161,6 +181,14 @@ impl Registry {
                     joined: self.joined(),
                     peers: self.peers,
                 });
+            }
+            let early = self.opened_at.is_some_and(|at| now < at + self.grace);
+            if set.len() < self.seats && early {
+                return refuse(format!(
+                    "the first trader set holds {} traders, not {}: the others may still be electing",
+                    self.seats,
+                    set.len()
+                ));
             }
         } else if !current.contains(from) {
             return refuse(format!(
@@ -247,15 +275,16 @@ mod tests {
     use super::*;
 
     const LEASE: Duration = Duration::from_millis(300);
+    const GRACE: Duration = Duration::from_secs(2);
 
     fn ids(v: &[u32]) -> Vec<NodeId> {
         v.iter().copied().map(NodeId).collect()
     }
 
     fn market(now: Instant) -> Registry {
-        let mut r = Registry::new(4, 2, LEASE, Vec::new(), now);
+        let mut r = Registry::new(4, 2, LEASE, GRACE, Vec::new(), now);
         for p in 1..=4 {
-            r.join(NodeId(p)).unwrap();
+            r.join(now, NodeId(p)).unwrap();
         }
         r
     }
@@ -269,9 +298,9 @@ mod tests {
     #[test]
     fn the_market_opens_only_once_every_peer_has_joined() {
         let now = Instant::now();
-        let mut r = Registry::new(3, 2, LEASE, Vec::new(), now);
-        r.join(NodeId(3)).unwrap();
-        r.join(NodeId(1)).unwrap();
+        let mut r = Registry::new(3, 2, LEASE, GRACE, Vec::new(), now);
+        r.join(now, NodeId(3)).unwrap();
+        r.join(now, NodeId(1)).unwrap();
         assert!(!r.open());
         assert_eq!(
             r.decide(now, NodeId(3), Epoch(0), &ids(&[2, 3])),
@@ -280,9 +309,12 @@ mod tests {
                 peers: 3
             })
         );
-        r.join(NodeId(2)).unwrap();
+        r.join(now, NodeId(2)).unwrap();
         assert!(r.open());
-        assert!(r.join(NodeId(4)).is_err(), "not a peer of a 3-peer market");
+        assert!(
+            r.join(now, NodeId(4)).is_err(),
+            "not a peer of a 3-peer market"
+        );
         let v = commit(&mut r, now, 3, 0, &[3, 2]);
         assert_eq!(
             v,
@@ -292,6 +324,21 @@ mod tests {
             }
         );
         assert_eq!(r.first(), v);
+    }
+
+    #[test]
+    fn a_smaller_first_set_is_refused_while_slower_peers_may_still_be_electing() {
+        let t0 = Instant::now();
+        let r = market(t0);
+        assert!(matches!(
+            r.decide(t0, NodeId(4), Epoch(0), &ids(&[4])),
+            Err(Refusal::Membership { .. })
+        ));
+        assert!(r.decide(t0, NodeId(4), Epoch(0), &ids(&[3, 4])).is_ok());
+        assert!(
+            r.decide(t0 + GRACE, NodeId(4), Epoch(0), &ids(&[4]))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -344,7 +391,7 @@ mod tests {
         let t0 = Instant::now();
         let mut r = market(t0);
         commit(&mut r, t0, 4, 0, &[3, 4]);
-        let restarted = Registry::new(4, 2, LEASE, r.views().to_vec(), t0);
+        let restarted = Registry::new(4, 2, LEASE, GRACE, r.views().to_vec(), t0);
         assert!(restarted.open(), "a market with a view stays open");
         assert!(matches!(
             restarted.decide(t0, NodeId(4), Epoch(1), &ids(&[4])),
