@@ -3,13 +3,11 @@
 //! The document orders a cache flush "by logic clock"; we keep that clock on
 //! every message, not only on flushes: tick on send, `max(local, received) + 1`
 //! on receive. Ties between equal stamps are broken by node id wherever a total
-//! order is needed (see [`Stamp`]).
+//! order is needed (see [`crate::wire::Stamp`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
-
-use crate::wire::NodeId;
 
 /// A Lamport timestamp. Compared as a number, never as a string.
 #[derive(
@@ -22,9 +20,6 @@ impl std::fmt::Display for Lamport {
         write!(f, "L{}", self.0)
     }
 }
-
-/// A Lamport time made total by the node that took it: `(clock, node)`.
-pub type Stamp = (Lamport, NodeId);
 
 /// A node's Lamport clock, shared by all of its tasks.
 #[derive(Debug, Default)]
@@ -66,6 +61,7 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::NodeId;
 
     #[test]
     fn tick_advances_by_one() {

@@ -436,6 +436,8 @@ pub struct Final {
     pub node: NodeId,
     pub view: Option<View>,
     pub closed: bool,
+    /// When its history was closed (its last clean stop).
+    pub closed_us: u64,
 }
 
 /// A run's histories, sorted out: requests paired, and everything else by kind.
@@ -480,6 +482,7 @@ impl History {
             let mut closed = false;
             let mut node = None;
             let mut last_view = None;
+            let mut closed_us = 0;
             let end_segment =
                 |open: &mut HashMap<RequestId, Invoke>, closed: bool, h: &mut History| {
                     let mut left: Vec<Invoke> = open.drain().map(|(_, i)| i).collect();
@@ -503,7 +506,10 @@ impl History {
                         done.clear();
                         closed = false;
                     }
-                    Event::Closed(_) => closed = true,
+                    Event::Closed(m) => {
+                        closed = true;
+                        closed_us = m.wall_us;
+                    }
                     Event::Invoke(i) => {
                         h.invokes.push(i.clone());
                         open.insert(i.id, i.clone());
@@ -530,6 +536,7 @@ impl History {
                     node,
                     view: last_view,
                     closed,
+                    closed_us,
                 });
             }
             end_segment(&mut open, closed, &mut h);

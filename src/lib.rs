@@ -64,6 +64,7 @@ pub mod node;
 pub mod peer;
 pub mod report;
 pub mod role;
+pub mod rundir;
 pub mod trader;
 pub mod warehouse;
 pub mod wire;

@@ -126,7 +126,9 @@ pub async fn run(
         traders: current.traders.clone(),
         role,
     });
-    tokio::spawn(heartbeats::run(svc.clone(), stop_all.clone()));
+    // Deaths are acted on while the market trades: once it is being stopped
+    // in order, the traders going one by one are not failures.
+    tokio::spawn(heartbeats::run(svc.clone(), stop_work.clone()));
     tokio::spawn(tenure::keep(svc.clone(), stop_all.clone()));
     tokio::spawn(join::keep_fresh(svc.clone(), stop_all.clone()));
     if let (Some(d), Role::Buyer | Role::Seller) = (ctx.trade_for, role) {

@@ -22,8 +22,8 @@ use crate::check::{self, Verdict};
 use crate::config::{Config, Mode, Role};
 use crate::failover::FailoverReport;
 use crate::history::{History, Outcome};
-use crate::market::RunDir;
 use crate::membership::Happening;
+use crate::rundir::RunDir;
 use crate::warehouse::ledger::{Applied, TraderBook};
 use crate::warehouse::store::{Snapshot, Store};
 use crate::wire::{FlushEntry, NodeId, Qty, RequestId, Side};
@@ -68,7 +68,7 @@ pub fn judge(
 ) -> anyhow::Result<Judged> {
     let history = History::read_dir(&dir.history())?;
     let store = Store::snapshot(&dir.data_of(NodeId::WAREHOUSE))?;
-    let unflushed = crate::market::read_unflushed(cfg, dir)?;
+    let unflushed = crate::rundir::read_unflushed(cfg, dir)?;
     let verdicts = check::check(cfg, &history, &store, &unflushed);
     let report =
         Report::build(cfg, run_dir, trading, &history, &store, verdicts).with_unflushed(&unflushed);

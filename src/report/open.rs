@@ -9,14 +9,12 @@ use std::time::Duration;
 use super::{Report, Trading};
 use crate::config::{Config, ConfigError};
 use crate::history::read_bounded;
-use crate::market::{NodeInfo, RunDir};
+use crate::rundir::{MAX_NODES, NodeInfo, RunDir};
 
 /// The largest config file read (a config with every field set is 3 KiB).
 pub const MAX_CONFIG: u64 = 1 << 20;
 /// The largest `report.json` read back (it lists every oversold buy).
 pub const MAX_REPORT: u64 = 256 << 20;
-/// The largest `nodes.json` read (one line per node, at most 1000 peers).
-pub const MAX_NODES: u64 = 1 << 20;
 
 /// A run directory that cannot be judged: missing, not a run directory,
 /// still running, or unreadable. The command line exits with 2 on it.

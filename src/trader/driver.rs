@@ -128,7 +128,7 @@ impl CachedTrader {
 struct Driver {
     cache: Cache,
     /// Where the trader's epoch comes from, for the cache's fencing tokens.
-    membership: crate::peer::Traders,
+    membership: Arc<crate::membership::Membership>,
     journal: Arc<Journal>,
     warehouse: Arc<Link>,
     call_timeout: Duration,

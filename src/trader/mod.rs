@@ -37,7 +37,7 @@ pub struct Trader {
     warehouse: Arc<Link>,
     /// This node's view: its epoch is the fencing token of every request
     /// the trader sends the warehouse.
-    membership: crate::peer::Traders,
+    membership: Arc<crate::membership::Membership>,
     products: usize,
     clock: Arc<Clock>,
     /// How long the trader waits for the warehouse: a little less than a

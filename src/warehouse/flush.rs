@@ -2,7 +2,7 @@
 //! door and putting flushed requests in Lamport order.
 //!
 //! The document sorts "the received request list by logic clock". We sort by
-//! `(Lamport clock, trader id)`, a total order ([`crate::clock::Stamp`]), and
+//! `(Lamport clock, trader id)`, a total order ([`crate::wire::Stamp`]), and
 //! not only within one flush: the ledger thread takes every flush that arrived
 //! together (group commit) and merges them, so two traders' interleaved requests
 //! are applied in the order their clocks say. Flushes that reach the warehouse

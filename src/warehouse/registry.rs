@@ -182,12 +182,28 @@ impl Registry {
                     peers: self.peers,
                 });
             }
+            // While every peer that joined may still be electing, only the
+            // set the bully would pick with all of them alive is taken: the
+            // `seats` highest that joined.
             let early = self.opened_at.is_some_and(|at| now < at + self.grace);
-            if set.len() < self.seats && early {
+            let highest: Vec<NodeId> = {
+                let mut h: Vec<NodeId> =
+                    self.joined.iter().rev().take(self.seats).copied().collect();
+                h.sort_unstable();
+                h
+            };
+            if early && set != highest {
                 return refuse(format!(
-                    "the first trader set holds {} traders, not {}: the others may still be electing",
+                    "the first trader set is the {} highest peers that joined ({}) while they may still be electing, not {}",
                     self.seats,
-                    set.len()
+                    View {
+                        epoch: Epoch(1),
+                        traders: highest,
+                    },
+                    View {
+                        epoch: Epoch(1),
+                        traders: set,
+                    }
                 ));
             }
         } else if !current.contains(from) {
@@ -327,7 +343,7 @@ mod tests {
     }
 
     #[test]
-    fn a_smaller_first_set_is_refused_while_slower_peers_may_still_be_electing() {
+    fn only_the_highest_peers_are_a_first_set_while_slower_peers_may_still_be_electing() {
         let t0 = Instant::now();
         let r = market(t0);
         assert!(matches!(

@@ -96,6 +96,9 @@ impl std::fmt::Display for View {
     }
 }
 
+/// A Lamport time made total by the node that took it: `(clock, node)`.
+pub type Stamp = (Lamport, NodeId);
+
 /// A product, by its index in the config's product list (the document's `productID`).
 #[derive(
     Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
