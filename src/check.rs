@@ -28,7 +28,9 @@
 //!    epochs' commit times come from the warehouse's history); a deposed
 //!    trader that answers after a set without it was committed is caught;
 //! 8. final agreement — every peer that stopped cleanly ended holding the
-//!    warehouse's last view (whose traders the report names).
+//!    warehouse's view as it was a refresh period (`heartbeat.timeout`)
+//!    before the peer stopped; at the end of a run stopped in order, the
+//!    warehouse's last view, whose traders the report names.
 //!
 //! A run that answered requests but recorded no view at all fails 6 to 8:
 //! every market commits one before it trades.
@@ -111,7 +113,7 @@ pub fn check(
         liveness(cfg, history),
         agreement(history, store),
         fencing(history),
-        final_agreement(history, store),
+        final_agreement(cfg, history, store),
     ]
 }
 
@@ -229,7 +231,7 @@ fn fencing(history: &History) -> Verdict {
     )
 }
 
-fn final_agreement(history: &History, store: &Snapshot) -> Verdict {
+fn final_agreement(cfg: &Config, history: &History, store: &Snapshot) -> Verdict {
     let Some(last) = store.views.last() else {
         return no_views(FINAL_AGREEMENT, history).unwrap_or_else(|| {
             Verdict::new(
@@ -239,9 +241,12 @@ fn final_agreement(history: &History, store: &Snapshot) -> Verdict {
             )
         });
     };
-    // A peer is held to the view current when it stopped: a set committed
-    // after it had gone is not one it could know.
+    // A peer is held to the view that was current a refresh period before
+    // it stopped: message 8 is the fast path, and a peer that missed it asks
+    // the warehouse every `heartbeat.timeout` and once more as it stops (see
+    // `peer::join::keep_fresh`). A set committed later it may not know.
     let commits = commits(history);
+    let settle = cfg.heartbeat.timeout.as_micros() as u64;
     let due_at = |t: u64| {
         commits
             .iter()
@@ -259,7 +264,7 @@ fn final_agreement(history: &History, store: &Snapshot) -> Verdict {
         let due = if commits.is_empty() {
             last
         } else {
-            due_at(f.closed_us)
+            due_at(f.closed_us.saturating_sub(settle))
         };
         match &f.view {
             Some(v) if v.epoch >= due.epoch => {}
@@ -709,18 +714,28 @@ mod tests {
     #[test]
     fn a_peer_that_ends_on_an_old_view_breaks_final_agreement() {
         let (warehouse, snap) = six_deposed_at_15ms();
-        // The buyer never heard of epoch 2 and stopped cleanly.
-        let h = histories(clean_events(), warehouse);
+        // The buyer never heard of epoch 2 and stopped cleanly a second
+        // later, long enough to have learned it (a refresh period is 600 ms).
+        let mut events = clean_events();
+        *events.last_mut().unwrap() = Event::Closed(mark(1_000_000));
+        let h = histories(events.clone(), warehouse.clone());
         let verdicts = check(&Config::default(), &h, &snap, &[]);
         for v in &verdicts {
             assert_eq!(v.ok, v.invariant != FINAL_AGREEMENT, "{verdicts:#?}");
         }
         let v = verdict_of(&h, &snap, FINAL_AGREEMENT);
         assert!(v.detail.contains("peer1 ended with epoch 1"), "{v:?}");
-        // A peer that was killed is not held to it.
-        let mut events = clean_events();
+        // A peer that stopped before it could have heard is not held to it,
+        // nor one that was killed.
+        assert!(
+            verdict_of(
+                &histories(clean_events(), warehouse.clone()),
+                &snap,
+                FINAL_AGREEMENT
+            )
+            .ok
+        );
         events.pop();
-        let (warehouse, snap) = six_deposed_at_15ms();
         assert!(verdict_of(&histories(events, warehouse), &snap, FINAL_AGREEMENT).ok);
     }
 

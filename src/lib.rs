@@ -11,8 +11,13 @@
 //! warehouse applies requests in group-committed, durable transactions and
 //! remembers each client's last request id, so a retry is never applied twice.
 //!
-//! Peers elect the traders at start (the `traders` highest live ids). Traders
-//! heartbeat each other; a dead one is declared within `heartbeat.timeout +
+//! Peers join the warehouse in any order; once every peer has joined, they
+//! elect the traders (the `traders` highest live ids), and the warehouse
+//! commits the result as epoch 1. Every trader set is an epoch the warehouse
+//! commits by compare-and-set, so every node that knows epoch `e` knows the
+//! same set; the warehouse fences requests from traders outside the current
+//! set, and a trader serves only while its lease runs. Traders heartbeat each
+//! other; a dead one is removed within `heartbeat.timeout +
 //! heartbeat.interval` and every peer is told (message 8). A request in
 //! flight at a dying trader is retried at a live one with the same id.
 //!
@@ -29,17 +34,27 @@
 //! - [`wire`]: the envelope, the message enum, frames and their limits.
 //! - [`clock`]: the Lamport clock.
 //! - [`net`]: the transport seam (TCP today, a simulated network in tests).
+//! - [`connection`]: both ends of a connection: the hello, the writer.
 //! - [`link`]: a multiplexed client connection to one node.
-//! - [`node`]: the node runtime: listener, connections, the role it serves.
+//! - [`node`]: the node runtime (the base every role stands on): listener,
+//!   connections, the node's context.
+//! - [`role`]: the top floor: runs a node as the warehouse or a peer.
+//! - [`launch`]: the launcher's line protocol, one typed enum.
 //! - [`election`]: the bully election of the trader set (messages 0, 1), pure.
 //! - [`heartbeat`]: the traders' failure detector (message 7), pure.
-//! - [`membership`]: a node's trader list (messages 1, 8) and failover records.
+//! - [`lease`]: a trader's lease, pure.
+//! - [`backoff`]: exponential backoff with jitter, pure.
+//! - [`membership`]: a node's view (epoch and traders; messages 1, 7, 8),
+//!   the successor set after a death, and the failover records.
 //! - [`failover`]: the report's failover section (faults, detections, retries).
-//! - [`warehouse`]: the warehouse service, its books and its durable store.
+//! - [`warehouse`]: the warehouse service, its books, its durable store and
+//!   the registry of trader sets (epochs, leases, fencing).
 //! - [`trader`]: the trader service and its consistency modes (strong; cached,
 //!   with its journal and driver).
-//! - [`peer`]: buyers, sellers and the client they share.
+//! - [`peer`]: a peer's handler and drivers (join and elect, heartbeats and
+//!   succession, lease), the role switch, buyers, sellers and their client.
 //! - [`market`]: the launcher behind `bazaar run`.
+//! - [`rundir`]: a run directory's layout and what is read back from it.
 //! - [`history`]: each node's log of events (request invokes and completions,
 //!   flushes, elections, heartbeat verdicts, faults), read back after the run.
 //! - [`check`]: the invariant checker over the history and the final store.
@@ -50,6 +65,7 @@ pub mod backoff;
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod connection;
 pub mod election;
 pub mod failover;
 pub mod heartbeat;

@@ -12,15 +12,16 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::BufWriter;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::connection::Sender;
 use crate::net::Transport;
-use crate::wire::frame::{read_frame, write_frame};
-use crate::wire::{Body, Envelope, NodeId, PROTOCOL_VERSION, RequestId};
+use crate::wire::frame::read_frame;
+use crate::wire::{Body, NodeId, RequestId};
 
 /// How many outgoing messages may wait for the socket before callers wait too.
 const OUTBOX: usize = 1024;
@@ -180,57 +181,20 @@ impl Link {
             })?;
         let (mut rd, wr) = tokio::io::split(stream);
         let mut wr = BufWriter::new(wr);
-        let hello = Envelope {
-            from: self.me,
-            clock: self.clock.tick(),
-            body: Body::Hello {
-                version: PROTOCOL_VERSION,
-            },
+        let sender = Sender {
+            me: self.me,
+            clock: self.clock.clone(),
         };
-        let handshake = |reason: String| CallError::Handshake { peer, reason };
-        write_frame(&mut wr, &hello)
+        sender
+            .hello(&mut rd, &mut wr)
             .await
-            .map_err(|e| handshake(e.to_string()))?;
-        wr.flush().await.map_err(|e| handshake(e.to_string()))?;
-        let answer = read_frame(&mut rd)
-            .await
-            .map_err(|e| handshake(e.to_string()))?;
-        self.clock.observe(answer.clock);
-        match answer.body {
-            Body::Welcome { .. } => {}
-            Body::Refused { reason, .. } => return Err(handshake(reason.to_string())),
-            other => return Err(handshake(format!("answered hello with {}", other.name()))),
-        }
+            .map_err(|reason| CallError::Handshake { peer, reason })?;
 
         let pending: Pending = Arc::default();
         let closed = CancellationToken::new();
         let heard = Arc::new(Mutex::new(Instant::now()));
-        let (outbox, mut out_rx) = mpsc::channel::<Body>(OUTBOX);
-
-        // Writer: stamps each message with the clock as it leaves, and flushes
-        // once the outbox is empty, so pipelined requests share a syscall.
-        let (me, clock, stop) = (self.me, self.clock.clone(), closed.clone());
-        tokio::spawn(async move {
-            loop {
-                let body = tokio::select! {
-                    b = out_rx.recv() => match b { Some(b) => b, None => break },
-                    _ = stop.cancelled() => break,
-                };
-                let env = Envelope {
-                    from: me,
-                    clock: clock.tick(),
-                    body,
-                };
-                if let Err(e) = write_frame(&mut wr, &env).await {
-                    tracing::warn!(%peer, "send failed: {e}");
-                    break;
-                }
-                if out_rx.is_empty() && wr.flush().await.is_err() {
-                    break;
-                }
-            }
-            stop.cancel();
-        });
+        let (outbox, out_rx) = mpsc::channel::<Body>(OUTBOX);
+        tokio::spawn(sender.write_all(wr, out_rx, peer, closed.clone()));
 
         // Reader: hands each reply to the caller waiting under its id.
         let (clock, stop, waiting) = (self.clock.clone(), closed.clone(), pending.clone());

@@ -13,15 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::BufWriter;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::{Config, Role};
+use crate::connection::Sender;
 use crate::net::{BoxFuture, BoxStream, Listener, Transport};
-use crate::wire::frame::{FrameError, read_len, read_payload, write_frame};
-use crate::wire::{Body, Envelope, NodeId, PROTOCOL_VERSION, Refusal, RequestId};
+use crate::wire::frame::{FrameError, read_len, read_payload};
+use crate::wire::{Body, NodeId, Refusal};
 
 /// What a node does with each message it receives.
 pub trait Handler: Send + Sync + 'static {
@@ -103,6 +104,7 @@ pub async fn serve(
     }
 }
 
+/// The listener's side of one connection (see [`crate::connection`]).
 struct Connection {
     me: NodeId,
     clock: Arc<Clock>,
@@ -115,6 +117,10 @@ impl Connection {
     async fn run(self, stream: BoxStream) -> Result<(), String> {
         let (mut rd, wr) = tokio::io::split(stream);
         let mut wr = BufWriter::new(wr);
+        let sender = Sender {
+            me: self.me,
+            clock: self.clock.clone(),
+        };
 
         let hello = tokio::time::timeout(self.opts.hello_timeout, async {
             let len = read_len(&mut rd).await?;
@@ -125,54 +131,11 @@ impl Connection {
         .map_err(|e| format!("bad hello: {e}"))?;
         self.clock.observe(hello.clock);
         let peer = hello.from;
-        match hello.body {
-            Body::Hello {
-                version: PROTOCOL_VERSION,
-            } => {}
-            Body::Hello { version } => {
-                let reason = Refusal::VersionMismatch {
-                    ours: PROTOCOL_VERSION,
-                    theirs: version,
-                };
-                let refusal = Body::Refused {
-                    id: RequestId::default(),
-                    reason: reason.clone(),
-                };
-                self.send_now(&mut wr, refusal).await;
-                return Err(format!("{peer}: {reason}"));
-            }
-            other => {
-                return Err(format!(
-                    "{peer} opened with {} instead of a hello",
-                    other.name()
-                ));
-            }
-        }
-        self.send_now(
-            &mut wr,
-            Body::Welcome {
-                version: PROTOCOL_VERSION,
-            },
-        )
-        .await;
+        sender.welcome(&mut wr, peer, hello.body).await?;
 
         // Writer: replies leave in the order they finish, stamped as they leave.
-        let (tx, mut rx) = mpsc::channel::<Body>(self.opts.max_in_flight);
-        let (me, clock, stop) = (self.me, self.clock.clone(), self.stop.clone());
-        let writer = tokio::spawn(async move {
-            while let Some(body) = rx.recv().await {
-                let env = Envelope {
-                    from: me,
-                    clock: clock.tick(),
-                    body,
-                };
-                let sent = write_frame(&mut wr, &env).await;
-                if sent.is_err() || (rx.is_empty() && wr.flush().await.is_err()) {
-                    stop.cancel();
-                    break;
-                }
-            }
-        });
+        let (tx, rx) = mpsc::channel::<Body>(self.opts.max_in_flight);
+        let writer = tokio::spawn(sender.write_all(wr, rx, peer, self.stop.clone()));
 
         let in_flight = Arc::new(Semaphore::new(self.opts.max_in_flight));
         let result = loop {
@@ -215,17 +178,6 @@ impl Connection {
         // Let replies already computed go out before the socket closes.
         let _ = writer.await;
         result
-    }
-
-    async fn send_now<W: tokio::io::AsyncWrite + Unpin>(&self, wr: &mut W, body: Body) {
-        let env = Envelope {
-            from: self.me,
-            clock: self.clock.tick(),
-            body,
-        };
-        if write_frame(wr, &env).await.is_ok() {
-            let _ = wr.flush().await;
-        }
     }
 }
 

@@ -164,12 +164,12 @@ pub async fn run(
         trade(&ctx, role, work).await?;
     }
     stop_work.cancelled().await;
-    // End on the current view (the checker's final agreement).
-    join::refresh(&svc, ctx.config.heartbeat.timeout).await;
     ctx.history.flush()?;
     on_done();
     server.await?;
     svc.trader.stop().await;
+    // End on the current view (the checker's final agreement).
+    join::refresh(&svc, ctx.config.heartbeat.timeout).await;
     ctx.history.close(ctx.me)?;
     Ok(())
 }

@@ -12,7 +12,7 @@ pub mod message;
 pub use frame::{FrameError, MAX_FRAME};
 pub use message::{
     Body, Envelope, Epoch, FlushEntry, MAX_ORDER_QTY, NodeId, Order, ProductId, Qty, Refusal,
-    RequestId, Side, View,
+    RequestId, Side, Stamp, View,
 };
 
 /// The version of this protocol. Bumped on any change to [`Body`] or the framing.
