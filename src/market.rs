@@ -64,12 +64,7 @@ pub struct RunDir {
 impl RunDir {
     /// Makes `runs_root/<timestamp>-<name>/` (with a suffix if taken).
     pub fn create(runs_root: &Path, name: &str) -> anyhow::Result<RunDir> {
-        let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-            .to_string()
-            .replace(['-', ':'], "")
-            .replace('T', "-")
-            .trim_end_matches('Z')
-            .to_string();
+        let stamp = timestamp();
         for n in 0..1000 {
             let dir = match n {
                 0 => runs_root.join(format!("{stamp}-{name}")),
@@ -115,6 +110,16 @@ impl RunDir {
     pub fn plots(&self) -> PathBuf {
         self.root.join("plots")
     }
+}
+
+/// Now as the run directories name it: `20261125-035153` (UTC).
+pub fn timestamp() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(['-', ':'], "")
+        .replace('T', "-")
+        .trim_end_matches('Z')
+        .to_string()
 }
 
 /// One launched node, as written to `nodes.json` in the run directory.

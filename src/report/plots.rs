@@ -104,6 +104,33 @@ pub struct LatencyPlot {
     pub title: String,
 }
 
+/// Values against named categories (an experiment's cells: ratios, modes),
+/// one line per series, each point a mean with an error bar of its spread.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CategoryPlot {
+    pub stem: String,
+    pub title: String,
+    pub x_desc: String,
+    pub y_desc: String,
+    pub categories: Vec<String>,
+    pub series: Vec<Series>,
+    /// Lines of text in the plot's top-left corner.
+    pub notes: Vec<String>,
+}
+
+/// One line of a [`CategoryPlot`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub label: String,
+    /// Per category: (mean, spread), or `None` where the series has no value.
+    /// A spread above 0 is drawn as an error bar of ± spread.
+    pub points: Vec<Option<(f64, f64)>>,
+    /// Drawn dashed (a second quantity beside a solid one of the same colour).
+    pub dashed: bool,
+    /// Index into the line colours; series of one mode share a colour.
+    pub color: usize,
+}
+
 fn secs(history: &History, us: u64) -> f64 {
     us.saturating_sub(history.first_us) as f64 / 1e6
 }
@@ -341,8 +368,6 @@ pub fn oversells(report: &Report, history: &History) -> TimePlot {
 
 /// Writes every plot as PNG and SVG into `dir`; returns the files written.
 pub fn write(dir: &Path, report: &Report, history: &History) -> anyhow::Result<Vec<PathBuf>> {
-    register_font()?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let marks = markers(history);
     let mut files = Vec::new();
     for plot in [
@@ -350,21 +375,30 @@ pub fn write(dir: &Path, report: &Report, history: &History) -> anyhow::Result<V
         stock(report, history),
         oversells(report, history),
     ] {
-        files.extend(save(dir, plot.stem, |root: &dyn AnyRoot| {
-            draw_time(root, &plot, &marks)
-        })?);
+        files.extend(write_time(dir, &plot, &marks)?);
     }
     let lat = latency(report, history);
     files.extend(save(dir, "latency", |root: &dyn AnyRoot| {
-        draw_latency(root, &lat)
+        root.latency(&lat)
     })?);
     Ok(files)
 }
 
-/// The two roots a plot is drawn on, behind one face.
+/// Writes one plot over time, with `marks`, as PNG and SVG into `dir`.
+pub fn write_time(dir: &Path, plot: &TimePlot, marks: &[Marker]) -> anyhow::Result<Vec<PathBuf>> {
+    save(dir, plot.stem, |root: &dyn AnyRoot| root.time(plot, marks))
+}
+
+/// Writes one plot against categories as PNG and SVG into `dir`.
+pub fn write_category(dir: &Path, plot: &CategoryPlot) -> anyhow::Result<Vec<PathBuf>> {
+    save(dir, &plot.stem, |root: &dyn AnyRoot| root.category(plot))
+}
+
+/// The roots a plot is drawn on (PNG, SVG), behind one face.
 trait AnyRoot {
     fn time(&self, plot: &TimePlot, marks: &[Marker]) -> Result<(), String>;
     fn latency(&self, plot: &LatencyPlot) -> Result<(), String>;
+    fn category(&self, plot: &CategoryPlot) -> Result<(), String>;
 }
 
 impl<DB: DrawingBackend> AnyRoot for DrawingArea<DB, Shift> {
@@ -374,21 +408,19 @@ impl<DB: DrawingBackend> AnyRoot for DrawingArea<DB, Shift> {
     fn latency(&self, plot: &LatencyPlot) -> Result<(), String> {
         latency_chart(self, plot).map_err(|e| e.to_string())
     }
+    fn category(&self, plot: &CategoryPlot) -> Result<(), String> {
+        category_chart(self, plot).map_err(|e| e.to_string())
+    }
 }
 
-fn draw_time(root: &dyn AnyRoot, plot: &TimePlot, marks: &[Marker]) -> Result<(), String> {
-    root.time(plot, marks)
-}
-
-fn draw_latency(root: &dyn AnyRoot, plot: &LatencyPlot) -> Result<(), String> {
-    root.latency(plot)
-}
-
+/// Draws one plot into `dir` as `<stem>.png` and `<stem>.svg`.
 fn save(
     dir: &Path,
     stem: &str,
     draw: impl Fn(&dyn AnyRoot) -> Result<(), String>,
 ) -> anyhow::Result<Vec<PathBuf>> {
+    register_font()?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let png = dir.join(format!("{stem}.png"));
     let svg = dir.join(format!("{stem}.svg"));
     {
@@ -508,6 +540,117 @@ fn time_chart<DB: DrawingBackend>(
         ))?;
     }
     if !plot.lines.is_empty() {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font(font(17))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    Ok(())
+}
+
+/// A number as a point label: whole when it is (or is above 10), else two decimals.
+fn short(v: f64) -> String {
+    if v.abs() >= 10.0 || v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn category_chart<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    plot: &CategoryPlot,
+) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let n = plot.categories.len().max(1);
+    let hi = plot
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().flatten().map(|(m, d)| m + d))
+        .fold(1.0f64, f64::max);
+    // Head room for the notes and the legend above the data.
+    let y1 = hi * 1.35;
+    let mut chart = ChartBuilder::on(root)
+        .caption(&plot.title, font(30))
+        .margin(20)
+        .x_label_area_size(60)
+        .y_label_area_size(90)
+        .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..y1)?;
+    // The categories are written under the axis by hand: plotters would put
+    // number labels between them.
+    let y_fmt = |v: &f64| short(*v);
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_label_formatter(&y_fmt)
+        .x_desc(plot.x_desc.as_str())
+        .y_desc(plot.y_desc.as_str())
+        .axis_desc_style(font(22))
+        .label_style(font(18))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    for (i, c) in plot.categories.iter().enumerate() {
+        let (x, y) = chart.backend_coord(&(i as f64, 0.0));
+        root.draw(&Text::new(
+            c.clone(),
+            (x, y + 8),
+            font(20).pos(Pos::new(HPos::Center, VPos::Top)),
+        ))?;
+    }
+    for s in &plot.series {
+        let color = COLORS[s.color % COLORS.len()];
+        let style = color.stroke_width(3);
+        let points: Vec<(f64, f64, f64)> = s
+            .points
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.map(|(m, d)| (i as f64, m, d)))
+            .collect();
+        let line = points.iter().map(|&(x, m, _)| (x, m));
+        let drawn = if s.dashed {
+            chart.draw_series(DashedLineSeries::new(line, 12, 8, style))?
+        } else {
+            chart.draw_series(LineSeries::new(line, style))?
+        };
+        let dashed = s.dashed;
+        drawn.label(s.label.as_str()).legend(move |(x, y)| {
+            let to = if dashed { x + 10 } else { x + 24 };
+            PathElement::new([(x, y), (to, y)], style)
+        });
+        for &(x, m, d) in &points {
+            chart.draw_series(std::iter::once(Circle::new((x, m), 6, color.filled())))?;
+            if d > 0.0 {
+                let w = 0.04;
+                for path in [
+                    vec![(x, m - d), (x, m + d)],
+                    vec![(x - w, m - d), (x + w, m - d)],
+                    vec![(x - w, m + d), (x + w, m + d)],
+                ] {
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        path,
+                        color.stroke_width(2),
+                    )))?;
+                }
+            }
+            chart.draw_series(std::iter::once(Text::new(
+                format!("  {}", short(m)),
+                (x, m),
+                font(16).color(&color),
+            )))?;
+        }
+    }
+    for (i, note) in plot.notes.iter().enumerate() {
+        root.draw(&Text::new(
+            note.clone(),
+            (120, 70 + 22 * i as i32),
+            font(17).color(&RGBColor(80, 80, 80)),
+        ))?;
+    }
+    if !plot.series.is_empty() {
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)
@@ -729,6 +872,21 @@ mod tests {
                 _ => assert!(String::from_utf8_lossy(&bytes).contains("<svg")),
             }
         }
+        let plot = CategoryPlot {
+            stem: "ratio".into(),
+            title: "t".into(),
+            x_desc: "buyers:sellers".into(),
+            y_desc: "items".into(),
+            categories: vec!["1:3".into(), "3:1".into()],
+            series: vec![Series {
+                label: "shipped".into(),
+                points: vec![Some((10.0, 2.0)), None],
+                dashed: true,
+                color: 1,
+            }],
+            notes: vec![],
+        };
+        assert_eq!(write_category(dir.path(), &plot).unwrap().len(), 2);
         // An empty history still draws (with a note), rather than failing.
         let empty = History::default();
         assert_eq!(write(dir.path(), &report, &empty).unwrap().len(), 8);

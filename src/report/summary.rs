@@ -61,8 +61,13 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "  requests    buy {} ok, {} refused, {} failed; sell {} ok, {} refused, {} failed",
-            r.buy.ok, r.buy.refused, r.buy.failed, r.sell.ok, r.sell.refused, r.sell.failed
+            "  buys        {} answered: {} granted in full, {} cut short, {} empty (answered 0 items); {} refused, {} failed",
+            r.buy.ok, r.buy.full, r.buy.cut_short, r.buy.empty, r.buy.refused, r.buy.failed
+        );
+        let _ = writeln!(
+            s,
+            "  sells       {} deposited, {} refused, {} failed",
+            r.sell.ok, r.sell.refused, r.sell.failed
         );
         let _ = writeln!(
             s,
