@@ -348,6 +348,9 @@ pub struct Failover {
 pub struct Measured {
     pub checks_ok: bool,
     pub duration_s: f64,
+    /// From the market's opening to its first request (start-up and the
+    /// election): the trading time is `duration_s - first_request_s`.
+    pub first_request_s: f64,
     pub sold: u64,
     pub shipped: u64,
     pub oversells: u64,
@@ -387,9 +390,13 @@ impl Measured {
                 .filter(|q| q.completed_us >= f.wall_us && q.trader != f.victim)
                 .count() as u64,
         });
+        let first_us = history.invokes.iter().map(|i| i.wall_us).min();
         Measured {
             checks_ok: crate::check::all_ok(&report.checks),
             duration_s: report.duration_s,
+            first_request_s: first_us.map_or(report.duration_s, |us| {
+                us.saturating_sub(report.began_us) as f64 / 1e6
+            }),
             sold: report.products.iter().map(|p| p.sold).sum(),
             shipped: report.shipped,
             oversells: report.oversells,
@@ -521,8 +528,24 @@ pub const ANSWERED_AFTER: Metric = metric!(
     |m| m.failover.as_ref().map(|f| f.answered_after as f64)
 );
 
+pub const FIRST_REQUEST: Metric =
+    metric!("first_request_s", "first request at s", PerSecond, |m| {
+        Some(m.first_request_s)
+    });
+/// Items shipped per second of trading (from the first request on).
+pub const SHIPPED_PER_TRADING_S: Metric = metric!(
+    "shipped_per_trading_s",
+    "shipped/s of trading",
+    PerSecond,
+    |m| {
+        let trading = m.duration_s - m.first_request_s;
+        (trading > 0.0).then(|| m.shipped as f64 / trading)
+    }
+);
+
 /// Every metric, in the order of `results.csv`'s columns.
-pub const METRICS: [Metric; 22] = [
+pub const METRICS: [Metric; 24] = [
+    FIRST_REQUEST,
     SOLD,
     SHIPPED,
     OVERSELLS,
@@ -540,6 +563,7 @@ pub const METRICS: [Metric; 22] = [
     OVERSELL_RATE,
     UNDERSELL_RATE,
     SHIPPED_PER_S,
+    SHIPPED_PER_TRADING_S,
     REQUESTS_PER_S,
     P50,
     P90,
@@ -713,6 +737,8 @@ pub fn table(experiment: Experiment, rows: &[Row]) -> String {
         Experiment::Cache => {
             let metrics = [
                 SHIPPED_PER_S,
+                SHIPPED_PER_TRADING_S,
+                FIRST_REQUEST,
                 REQUESTS_PER_S,
                 SHIPPED,
                 OVERSELLS,
@@ -810,6 +836,8 @@ pub struct Results {
     pub seeds: Vec<u64>,
     pub jobs: usize,
     pub dir: PathBuf,
+    /// Cells planned; fewer in `cells` if the experiment was interrupted.
+    pub planned: usize,
     pub cells: Vec<CellResult>,
     pub rows: Vec<Row>,
     /// The markdown table (also `table.md`).
@@ -821,9 +849,11 @@ pub struct Results {
 impl Results {
     /// Every cell ran and every checker verdict held.
     pub fn all_ok(&self) -> bool {
-        self.cells
-            .iter()
-            .all(|c| c.error.is_none() && c.measured.as_ref().is_some_and(|m| m.checks_ok))
+        self.cells.len() == self.planned
+            && self
+                .cells
+                .iter()
+                .all(|c| c.error.is_none() && c.measured.as_ref().is_some_and(|m| m.checks_ok))
     }
 }
 
@@ -876,10 +906,16 @@ pub async fn run(plan: &Plan, runs_root: &Path, exe: &Path) -> anyhow::Result<Re
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(plan.jobs));
     let mut tasks = tokio::task::JoinSet::new();
+    let interrupted = watch_interrupts();
     for (i, cell) in cells.iter().cloned().enumerate() {
-        let (slots, dir, exe, bar) = (slots.clone(), dir.clone(), exe.to_path_buf(), bar.clone());
+        // A slot is taken before the cell's task starts, so cells start in order.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot?,
+            _ = interrupted.cancelled() => break,
+        };
+        let (dir, exe, bar) = (dir.clone(), exe.to_path_buf(), bar.clone());
         tasks.spawn(async move {
-            let _slot = slots.acquire_owned().await;
+            let _slot = slot;
             bar.set_message(cell.name.clone());
             let result = run_cell(&exe, &dir, &cell).await;
             bar.suspend(|| eprintln!("{}", one_line(&result)));
@@ -893,6 +929,7 @@ pub async fn run(plan: &Plan, runs_root: &Path, exe: &Path) -> anyhow::Result<Re
         results[i] = Some(r);
     }
     bar.finish_and_clear();
+    let planned = results.len();
     let cells: Vec<CellResult> = results.into_iter().flatten().collect();
     let rows = rows(&cells);
     let table = table(plan.experiment, &rows);
@@ -903,6 +940,7 @@ pub async fn run(plan: &Plan, runs_root: &Path, exe: &Path) -> anyhow::Result<Re
         seeds: plan.seeds(),
         jobs: plan.jobs,
         dir: dir.clone(),
+        planned,
         cells,
         rows,
         table,
@@ -924,6 +962,25 @@ pub async fn run(plan: &Plan, runs_root: &Path, exe: &Path) -> anyhow::Result<Re
         serde_json::to_string_pretty(&results)? + "\n",
     )?;
     Ok(results)
+}
+
+/// Ctrl-C: the first press stops launching cells (the running ones, in the
+/// same process group, stop in order as `bazaar run` does, and are reported
+/// with the cells done so far); a second one exits at once.
+fn watch_interrupts() -> tokio_util::sync::CancellationToken {
+    let first = tokio_util::sync::CancellationToken::new();
+    let token = first.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        eprintln!("interrupted: no more cells; writing the results of those done");
+        first.cancel();
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
+    token
 }
 
 /// A finished cell in one line, for the log above the progress bar.
@@ -1392,7 +1449,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         let columns = lines[0].split(',').count();
         assert_eq!(columns, 8 + METRICS.len() + 2);
-        assert!(lines[1].starts_with("c1,1,3,strong,1,true,\"cells/c\",,0,70,2,"));
+        assert!(lines[1].starts_with("c1,1,3,strong,1,true,\"cells/c\",,0,0,70,2,"));
         assert!(lines[2].contains(",\"no \"\"report\"\"\","));
     }
 }

@@ -4,10 +4,14 @@
 //!
 //! - `ratio`: strong mode never oversells, in any cell; the fewer sellers per
 //!   buyer, the fewer items shipped, in every mode.
-//! - `cache`: cached ships within 10% of strong on the same market and seed.
-//!   (Measured here, at time scale 4, rather than on `ratio`'s cells at 30: a
-//!   cached market's election takes about 0.5 s longer to settle, which is
-//!   noise in 16 s of trading and a quarter of 2.2 s.)
+//! - `cache`: cached ships within 10% of strong on the same market and seed,
+//!   per second of trading. (Per second of trading, from the first request
+//!   on: every peer of a cached market opens a journal as it starts, so its
+//!   election settles about 0.5 s later, which is noise in 66 s of trading
+//!   and a large part of a few seconds. Not on `ratio`'s 3:1 cells at time
+//!   scale 40: there the cached traders' copies, refreshed every 25 ms, miss
+//!   a third of the one seller's deposits; at the document's timings they
+//!   do not, see the README.)
 //! - `failover`: the surviving trader keeps the market trading after the
 //!   kill, the death is detected, and in strong mode no acknowledged request
 //!   is lost. (A cached trader killed for good strands what its journal
@@ -23,7 +27,7 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use bazaar::config::Mode;
-use bazaar::experiment::{CellResult, Measured, Results};
+use bazaar::experiment::{CellResult, Measured, Results, SHIPPED_PER_TRADING_S};
 
 /// One experiment at a time (each is a set of whole markets).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -87,7 +91,7 @@ fn assert_written(dir: &Path, results: &Results, plots: &[&str]) {
 
 #[test]
 fn ratio_strong_never_oversells_and_fewer_sellers_per_buyer_ship_fewer_items() {
-    let (r, dir, _tmp) = experiment(&["ratio", "--time-scale", "30"]);
+    let (r, dir, _tmp) = experiment(&["ratio", "--time-scale", "40"]);
     let modes = bazaar::experiment::Plan::modes();
     assert_eq!(r.cells.len(), 3 * modes.len());
     assert_written(&dir, &r, &["ratio", "ratio-rates"]);
@@ -127,7 +131,7 @@ fn ratio_strong_never_oversells_and_fewer_sellers_per_buyer_ship_fewer_items() {
 
 #[test]
 fn cache_cached_ships_within_ten_percent_of_strong() {
-    let (r, dir, _tmp) = experiment(&["cache", "--time-scale", "4"]);
+    let (r, dir, _tmp) = experiment(&["cache", "--time-scale", "8"]);
     assert_written(
         &dir,
         &r,
@@ -143,11 +147,12 @@ fn cache_cached_ships_within_ten_percent_of_strong() {
     let (strong, cached) = (of(Mode::Strong), of(Mode::Cached));
     assert!(strong.checks_ok && cached.checks_ok);
     assert_eq!(strong.oversells, 0);
-    let (s, c) = (strong.shipped as f64, cached.shipped as f64);
+    let per_s = |m: &Measured| (SHIPPED_PER_TRADING_S.get)(m).expect("some trading");
+    let (s, c) = (per_s(strong), per_s(cached));
     assert!(s > 0.0);
     assert!(
         (c - s).abs() <= 0.10 * s,
-        "cached shipped {c}, strong {s}: more than 10% apart"
+        "cached shipped {c:.2}/s of trading, strong {s:.2}/s: more than 10% apart"
     );
 }
 
