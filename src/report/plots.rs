@@ -22,6 +22,7 @@ use std::sync::OnceLock;
 
 use anyhow::Context;
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -532,23 +533,7 @@ fn time_chart<DB: DrawingBackend>(
             )))?;
         }
     }
-    for (i, note) in plot.notes.iter().enumerate() {
-        root.draw(&Text::new(
-            note.clone(),
-            (120, 70 + 22 * i as i32),
-            font(17).color(&RGBColor(80, 80, 80)),
-        ))?;
-    }
-    if !plot.lines.is_empty() {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(font(17))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
-    }
-    Ok(())
+    notes_and_legend(root, &mut chart, &plot.notes, !plot.lines.is_empty())
 }
 
 /// A number as a point label: whole when it is (or is above 10), else two decimals.
@@ -643,14 +628,25 @@ fn category_chart<DB: DrawingBackend>(
             )))?;
         }
     }
-    for (i, note) in plot.notes.iter().enumerate() {
+    notes_and_legend(root, &mut chart, &plot.notes, !plot.series.is_empty())
+}
+
+/// The notes in the plot's top-left corner, and the legend (if there are
+/// series) in its top-right one.
+fn notes_and_legend<'a, DB: DrawingBackend + 'a>(
+    root: &DrawingArea<DB, Shift>,
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    notes: &[String],
+    legend: bool,
+) -> DrawResult<DB> {
+    for (i, note) in notes.iter().enumerate() {
         root.draw(&Text::new(
             note.clone(),
             (120, 70 + 22 * i as i32),
             font(17).color(&RGBColor(80, 80, 80)),
         ))?;
     }
-    if !plot.series.is_empty() {
+    if legend {
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)
