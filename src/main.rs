@@ -1,5 +1,6 @@
-//! The `bazaar` command line: run a market, run one node, check a run, read a
-//! warehouse's stock, print the default config.
+//! The `bazaar` command line: run a market, run one node, run one of the
+//! document's experiments, check a run, read a warehouse's stock, print the
+//! default config.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
