@@ -608,7 +608,8 @@ impl Stat {
             Unit::PerSecond => format!("{v:.2}"),
             Unit::Ms => format!("{v:.2}"),
         };
-        if self.spread > 0.0 {
+        // A spread below what the table shows (a kill's time, to the µs) is none.
+        if one(self.spread) != one(0.0) {
             format!("{} ± {}", one(self.mean), one(self.spread))
         } else {
             one(self.mean)
@@ -1419,6 +1420,8 @@ mod tests {
         assert!((s.spread - 7.0710678).abs() < 1e-6);
         assert_eq!(s.show(Unit::Count), "105.0 ± 7.1");
         assert_eq!(rows[1].get(&SHIPPED).unwrap().show(Unit::Count), "90");
+        let tiny = Stat::of(&[24.0, 24.000001]).unwrap();
+        assert_eq!(tiny.show(Unit::PerSecond), "24.00");
         assert_eq!(
             rows[1].get(&OVERSELL_RATE).unwrap().show(Unit::Rate),
             "1.5%"
