@@ -124,17 +124,7 @@ fn ratio_strong_never_oversells_and_fewer_sellers_per_buyer_ship_fewer_items() {
         );
     }
     // A cell is a plain run: `bazaar check` judges it.
-    let cell = dir.join(r.cells[0].run_dir.as_ref().unwrap());
-    let check = Command::new(common::bin())
-        .arg("check")
-        .arg(&cell)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    common::assert_check_passes(&dir.join(r.cells[0].run_dir.as_ref().unwrap()));
 }
 
 #[test]
