@@ -49,7 +49,7 @@ use crate::wire::NodeId;
 
 /// Traders in every experiment's market (the document's two).
 pub const TRADERS: u32 = 2;
-/// The document's seller: `QUANTITY` items every `SELL_EVERY`.
+/// The document's seller: `SELL_QUANTITY` items every `SELL_EVERY`.
 const SELL_QUANTITY: u32 = 5;
 const SELL_EVERY: Duration = Duration::from_secs(5);
 /// The document's buyer: a goal of 1..=5 items, 0.5 s between requests.
