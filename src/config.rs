@@ -311,6 +311,23 @@ pub struct BuyerLoad {
     pub max_quantity: u32,
     #[serde(with = "duration_str")]
     pub pause: Duration,
+    /// What the buyer asks for after an answer (default: a fresh draw).
+    #[serde(default)]
+    pub goal: BuyerGoal,
+}
+
+/// What a buyer asks for next.
+#[derive(Copy, Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BuyerGoal {
+    /// Every request draws a new 1..=`max_quantity` of a random product.
+    #[default]
+    Fresh,
+    /// The document's buyer: a goal of 1..=`max_quantity` items of one
+    /// product, asked for again (what is still missing of it) until it is
+    /// met, then a new goal. A buy answered 2 of 5 asks for 3 next; one
+    /// answered 0, refused or failed asks for the same again.
+    UntilMet,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -787,6 +804,9 @@ mod tests {
         assert!(err("[market]\nbogus = 1").contains("bogus"));
         assert!(err("[workload.seller]\nquantity = 0").contains("quantity = 0"));
         assert!(err("[workload.buyer]\nmax_quantity = 99999999").contains("max_quantity"));
+        assert!(err("[workload.buyer]\ngoal = \"greedy\"").contains("unknown variant"));
+        let doc = Config::from_toml("[workload.buyer]\ngoal = \"until_met\"").unwrap();
+        assert_eq!(doc.workload.buyer.goal, BuyerGoal::UntilMet);
         assert!(err("[roles]\nbuyers = [6]").contains("which is a trader"));
         assert!(err("[roles]\nbuyers = [1]\nsellers = [1]").contains("both buyer and seller"));
         assert!(err("[roles]\nbuyers = 5").contains("only 4 peers are left"));

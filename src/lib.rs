@@ -60,6 +60,8 @@
 //! - [`check`]: the invariant checker over the history and the final store.
 //! - [`report`]: `report.json`, the terminal summary, the plots and the
 //!   progress line.
+//! - [`experiment`]: the document's experiments (`bazaar experiment`), each
+//!   a set of market runs summed up in a table and plots.
 
 pub mod backoff;
 pub mod check;
@@ -67,6 +69,7 @@ pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod election;
+pub mod experiment;
 pub mod failover;
 pub mod heartbeat;
 pub mod history;

@@ -1,5 +1,6 @@
-//! The `bazaar` command line: run a market, run one node, check a run, read a
-//! warehouse's stock, print the default config.
+//! The `bazaar` command line: run a market, run one node, run one of the
+//! document's experiments, check a run, read a warehouse's stock, print the
+//! default config.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -153,6 +154,34 @@ enum Cmd {
         #[arg(long, hide = true)]
         launched: bool,
     },
+    /// Run one of the document's experiments (every cell a market run) and
+    /// write its results, table and plots to runs/experiment-<name>-<timestamp>/.
+    Experiment {
+        /// ratio (buyer:seller against oversells and shipped), cache (cached
+        /// against strong) or failover (a trader killed part way).
+        #[arg(value_enum)]
+        name: bazaar::experiment::Experiment,
+        /// Divide every interval and the duration of the document's timings
+        /// by F (e.g. 10: 6.6 s of trading instead of 66 s).
+        #[arg(long, default_value = "1", value_parser = bazaar::experiment::parse_time_scale)]
+        time_scale: f64,
+        /// Seeds per cell; the table gives the mean and spread, the plots error bars.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        repeat: u32,
+        /// Buyer:seller ratios, e.g. 1:5,1:1,5:1 (default: the document's
+        /// 1:3,2:2,3:1 for ratio, 2:2 for cache and failover).
+        #[arg(long, value_parser = bazaar::experiment::parse_ratios)]
+        ratios: Option<bazaar::experiment::Ratios>,
+        /// Cells run at once (each is a whole market of processes).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+        jobs: u64,
+        /// The first seed; --repeat K uses seed, seed+1, ..., seed+K-1.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Where the experiment's directory is made.
+        #[arg(long, default_value = "runs")]
+        runs_dir: PathBuf,
+    },
     /// Check a finished run directory against the invariants (exit 1 if one fails); writes nothing.
     #[command(after_long_help = AFTER_LONG_HELP)]
     Check {
@@ -188,7 +217,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
-        Cmd::Run { .. } | Cmd::Check { .. } | Cmd::Report { .. } | Cmd::Stock { .. } | Cmd::Config
+        Cmd::Run { .. }
+            | Cmd::Experiment { .. }
+            | Cmd::Check { .. }
+            | Cmd::Report { .. }
+            | Cmd::Stock { .. }
+            | Cmd::Config
     );
     let filter =
         std::env::var("BAZAAR_LOG").unwrap_or_else(|_| if quiet { "warn" } else { "info" }.into());
@@ -261,6 +295,40 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<Exit> {
             let report = bazaar::market::run(&cfg, &runs_dir, &exe).await?;
             print!("{}", report.summary());
             Ok(report.status().into())
+        }
+        Cmd::Experiment {
+            name,
+            time_scale,
+            repeat,
+            ratios,
+            jobs,
+            seed,
+            runs_dir,
+        } => {
+            let plan = bazaar::experiment::Plan::new(
+                name,
+                time_scale,
+                repeat,
+                ratios,
+                seed,
+                jobs as usize,
+            );
+            let exe = std::env::current_exe().context("cannot find the bazaar binary")?;
+            let results = bazaar::experiment::run(&plan, &runs_dir, &exe).await?;
+            print!("{}", results.table);
+            println!("results  {}", results.dir.join("results.json").display());
+            for p in results
+                .plots
+                .iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "png"))
+            {
+                println!("plot     {}", results.dir.join(p).display());
+            }
+            Ok(if results.all_ok() {
+                Exit::Ok
+            } else {
+                Exit::InvariantFailed
+            })
         }
         Cmd::Check { run_dir, json } => {
             let o = bazaar::report::open::open(&run_dir)?;

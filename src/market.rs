@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Lamport;
 use crate::config::{Config, FaultKind, Role, Target};
 use crate::history::{self, Event};
-pub use crate::rundir::{LATEST, NodeInfo, RunDir, read_nodes, read_unflushed};
+pub use crate::rundir::{LATEST, NodeInfo, RunDir, read_nodes, read_unflushed, timestamp};
 
 use crate::launch::Line;
 use crate::membership::{Happening, Record};

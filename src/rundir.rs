@@ -26,12 +26,7 @@ pub struct RunDir {
 impl RunDir {
     /// Makes `runs_root/<timestamp>-<name>/` (with a suffix if taken).
     pub fn create(runs_root: &Path, name: &str) -> anyhow::Result<RunDir> {
-        let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-            .to_string()
-            .replace(['-', ':'], "")
-            .replace('T', "-")
-            .trim_end_matches('Z')
-            .to_string();
+        let stamp = timestamp();
         for n in 0..1000 {
             let dir = match n {
                 0 => runs_root.join(format!("{stamp}-{name}")),
@@ -105,6 +100,16 @@ fn point_latest(runs_root: &Path, run: &Path) {
             );
         }
     }
+}
+
+/// Now as the run directories name it: `20261125-035153` (UTC).
+pub fn timestamp() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(['-', ':'], "")
+        .replace('T', "-")
+        .trim_end_matches('Z')
+        .to_string()
 }
 
 /// One launched node, as written to `nodes.json` in the run directory.

@@ -64,16 +64,7 @@ fn a_strong_market_ships_never_oversells_and_conserves_stock() {
         assert!(run.join(format!("history/peer{peer}.jsonl")).is_file());
     }
     // `bazaar check` agrees.
-    let check = std::process::Command::new(bin())
-        .arg("check")
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    common::assert_check_passes(&run);
 }
 
 #[test]

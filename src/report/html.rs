@@ -371,7 +371,7 @@ fn plots(h: &mut String, drawn: &[Drawn]) {
             d.stem,
             esc(&d.title),
             d.svg.trim(),
-            esc(caption(d.stem)),
+            esc(caption(&d.stem)),
             d.stem
         );
     }

@@ -165,10 +165,23 @@ fn degraded(history: &History, trading: &Trading) -> Vec<String> {
     why
 }
 
-/// Requests of one kind, by outcome.
+/// Requests of one kind, by outcome. A buy the trader answered is `ok`
+/// whatever it granted; `full`, `cut_short` and `empty` tell those apart
+/// (a sell answered is always `full`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Outcomes {
+    /// Answered: `full + cut_short + empty`.
     pub ok: u64,
+    /// Answered with every item asked for.
+    #[serde(default)]
+    pub full: u64,
+    /// Buys answered with some items, fewer than asked.
+    #[serde(default)]
+    pub cut_short: u64,
+    /// Buys answered with no item at all (no stock, as the warehouse or the
+    /// trader's cache saw it).
+    #[serde(default)]
+    pub empty: u64,
     pub refused: u64,
     pub failed: u64,
 }
@@ -176,6 +189,22 @@ pub struct Outcomes {
 impl Outcomes {
     pub fn total(&self) -> u64 {
         self.ok + self.refused + self.failed
+    }
+
+    /// Counts one completed request.
+    pub fn count(&mut self, outcome: &Outcome, asked: Qty, granted: Qty) {
+        match outcome {
+            Outcome::Ok => {
+                self.ok += 1;
+                match granted.0 {
+                    0 => self.empty += 1,
+                    _ if granted < asked => self.cut_short += 1,
+                    _ => self.full += 1,
+                }
+            }
+            Outcome::Refused(_) => self.refused += 1,
+            Outcome::Failed(_) => self.failed += 1,
+        }
     }
 }
 
@@ -382,11 +411,7 @@ impl Report {
                 Side::Buy => &mut counts.buy,
                 Side::Sell => &mut counts.sell,
             };
-            match r.outcome {
-                Outcome::Ok => o.ok += 1,
-                Outcome::Refused(_) => o.refused += 1,
-                Outcome::Failed(_) => o.failed += 1,
-            }
+            o.count(&r.outcome, r.asked, r.granted);
             if !matches!(r.outcome, Outcome::Failed(_)) {
                 latency.saturating_record(r.latency_us.max(1));
                 let t = trader(&mut per_trader, r.trader);
@@ -640,6 +665,21 @@ pub(crate) mod tests {
             Vec::new(),
         );
         (report, h, snap)
+    }
+
+    #[test]
+    fn a_buy_answered_with_nothing_is_empty_not_granted() {
+        let mut o = Outcomes::default();
+        o.count(&Outcome::Ok, Qty(5), Qty(5));
+        o.count(&Outcome::Ok, Qty(5), Qty(2));
+        o.count(&Outcome::Ok, Qty(5), Qty(0));
+        o.count(&Outcome::Refused("no".into()), Qty(5), Qty(0));
+        o.count(&Outcome::Failed("late".into()), Qty(5), Qty(0));
+        assert_eq!(
+            (o.ok, o.full, o.cut_short, o.empty, o.refused, o.failed),
+            (3, 1, 1, 1, 1, 1)
+        );
+        assert_eq!(o.total(), 5);
     }
 
     #[test]

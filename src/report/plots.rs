@@ -144,6 +144,33 @@ pub struct LatencyPlot {
     pub title: String,
 }
 
+/// Values against named categories (an experiment's cells: ratios, modes),
+/// one line per series, each point a mean with an error bar of its spread.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CategoryPlot {
+    pub stem: String,
+    pub title: String,
+    pub x_desc: String,
+    pub y_desc: String,
+    pub categories: Vec<String>,
+    pub series: Vec<Series>,
+    /// Lines of text in the plot's top-left corner.
+    pub notes: Vec<String>,
+}
+
+/// One line of a [`CategoryPlot`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub label: String,
+    /// Per category: (mean, spread), or `None` where the series has no value.
+    /// A spread above 0 is drawn as an error bar of ± spread.
+    pub points: Vec<Option<(f64, f64)>>,
+    /// Drawn dashed (a second quantity beside a solid one of the same colour).
+    pub dashed: bool,
+    /// Index into the line colours; series of one mode share a colour.
+    pub color: usize,
+}
+
 /// Which peers were traders when: one row per peer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RolesPlot {
@@ -172,14 +199,16 @@ pub enum Chart {
     Time(TimePlot),
     Latency(LatencyPlot),
     Roles(RolesPlot),
+    Category(CategoryPlot),
 }
 
 impl Chart {
-    pub fn stem(&self) -> &'static str {
+    pub fn stem(&self) -> &str {
         match self {
             Chart::Time(p) => p.stem,
             Chart::Latency(_) => "latency",
             Chart::Roles(_) => "roles",
+            Chart::Category(p) => &p.stem,
         }
     }
 
@@ -188,6 +217,7 @@ impl Chart {
             Chart::Time(p) => &p.title,
             Chart::Latency(p) => &p.title,
             Chart::Roles(p) => &p.title,
+            Chart::Category(p) => &p.title,
         }
     }
 }
@@ -195,7 +225,7 @@ impl Chart {
 /// A plot as written: its files and its SVG text (which `report.html` inlines).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Drawn {
-    pub stem: &'static str,
+    pub stem: String,
     pub title: String,
     pub png: PathBuf,
     pub svg_file: PathBuf,
@@ -830,8 +860,24 @@ pub fn write(
 }
 
 /// Draws one plot as PNG (a file) and SVG (a file and the text returned).
+/// Writes one time plot (an experiment's) as PNG and SVG into `dir`;
+/// returns the two files.
+pub fn write_time(dir: &Path, plot: &TimePlot, marks: &[Marker]) -> anyhow::Result<Vec<PathBuf>> {
+    let d = save(dir, &Chart::Time(plot.clone()), marks)?;
+    Ok(vec![d.png, d.svg_file])
+}
+
+/// Writes one category plot (an experiment's) as PNG and SVG into `dir`;
+/// returns the two files.
+pub fn write_category(dir: &Path, plot: &CategoryPlot) -> anyhow::Result<Vec<PathBuf>> {
+    let d = save(dir, &Chart::Category(plot.clone()), &[])?;
+    Ok(vec![d.png, d.svg_file])
+}
+
 fn save(dir: &Path, chart: &Chart, marks: &[Marker]) -> anyhow::Result<Drawn> {
-    let stem = chart.stem();
+    register_font()?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let stem = chart.stem().to_string();
     let png = dir.join(format!("{stem}.png"));
     let svg_file = dir.join(format!("{stem}.svg"));
     {
@@ -867,6 +913,7 @@ fn draw<DB: DrawingBackend>(
         Chart::Time(plot) => time_chart(root, plot, marks),
         Chart::Latency(plot) => latency_chart(root, plot),
         Chart::Roles(plot) => roles_chart(root, plot, marks),
+        Chart::Category(plot) => category_chart(root, plot),
     }
 }
 
@@ -1067,6 +1114,105 @@ fn draw_notes<DB: DrawingBackend>(
     Ok(())
 }
 
+/// A number as a point label: whole when it is (or is above 10), else two decimals.
+fn short(v: f64) -> String {
+    if v.abs() >= 10.0 || v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn category_chart<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    plot: &CategoryPlot,
+) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let n = plot.categories.len().max(1);
+    let hi = plot
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().flatten().map(|(m, d)| m + d))
+        .fold(1.0f64, f64::max);
+    // Head room for the notes and the legend above the data.
+    let y1 = hi * 1.35;
+    let mut chart = ChartBuilder::on(root)
+        .caption(&plot.title, font(30))
+        .margin(20)
+        .x_label_area_size(60)
+        .y_label_area_size(90)
+        .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..y1)?;
+    // The categories are written under the axis by hand: plotters would put
+    // number labels between them.
+    let y_fmt = |v: &f64| short(*v);
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_label_formatter(&y_fmt)
+        .x_desc(plot.x_desc.as_str())
+        .y_desc(plot.y_desc.as_str())
+        .axis_desc_style(font(22))
+        .label_style(font(18))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    for (i, c) in plot.categories.iter().enumerate() {
+        let (x, y) = chart.backend_coord(&(i as f64, 0.0));
+        root.draw(&Text::new(
+            c.clone(),
+            (x, y + 8),
+            font(20).pos(Pos::new(HPos::Center, VPos::Top)),
+        ))?;
+    }
+    for s in &plot.series {
+        let color = COLORS[s.color % COLORS.len()];
+        let style = color.stroke_width(3);
+        let points: Vec<(f64, f64, f64)> = s
+            .points
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.map(|(m, d)| (i as f64, m, d)))
+            .collect();
+        let line = points.iter().map(|&(x, m, _)| (x, m));
+        let drawn = if s.dashed {
+            chart.draw_series(DashedLineSeries::new(line, 12, 8, style))?
+        } else {
+            chart.draw_series(LineSeries::new(line, style))?
+        };
+        let dashed = s.dashed;
+        drawn.label(s.label.as_str()).legend(move |(x, y)| {
+            let to = if dashed { x + 10 } else { x + 24 };
+            PathElement::new([(x, y), (to, y)], style)
+        });
+        for &(x, m, d) in &points {
+            chart.draw_series(std::iter::once(Circle::new((x, m), 6, color.filled())))?;
+            if d > 0.0 {
+                let w = 0.04;
+                for path in [
+                    vec![(x, m - d), (x, m + d)],
+                    vec![(x - w, m - d), (x + w, m - d)],
+                    vec![(x - w, m + d), (x + w, m + d)],
+                ] {
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        path,
+                        color.stroke_width(2),
+                    )))?;
+                }
+            }
+            chart.draw_series(std::iter::once(Text::new(
+                format!("  {}", short(m)),
+                (x, m),
+                font(16).color(&color),
+            )))?;
+        }
+    }
+    draw_notes(root, &plot.notes, 120)?;
+    if !plot.series.is_empty() {
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
+    }
+    Ok(())
+}
+
 /// Height of the notes' lines, in pixels (see [`draw_notes`]).
 const NOTE_LINE: f64 = 22.0;
 
@@ -1246,7 +1392,7 @@ mod tests {
         let (report, h, snap) = sample_with_store();
         let dir = tempfile::tempdir().unwrap();
         let drawn = write(dir.path(), &report, &h, &snap).unwrap();
-        let stems: Vec<&str> = drawn.iter().map(|d| d.stem).collect();
+        let stems: Vec<&str> = drawn.iter().map(|d| d.stem.as_str()).collect();
         assert_eq!(
             stems,
             [

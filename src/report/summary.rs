@@ -181,10 +181,17 @@ impl Report {
             ));
         }
         out.push((
-            "requests",
+            "buys",
             format!(
-                "buy {} ok, {} refused, {} failed; sell {} ok, {} refused, {} failed",
-                r.buy.ok, r.buy.refused, r.buy.failed, r.sell.ok, r.sell.refused, r.sell.failed
+                "{} answered: {} granted in full, {} cut short, {} empty (answered 0 items); {} refused, {} failed",
+                r.buy.ok, r.buy.full, r.buy.cut_short, r.buy.empty, r.buy.refused, r.buy.failed
+            ),
+        ));
+        out.push((
+            "sells",
+            format!(
+                "{} deposited, {} refused, {} failed",
+                r.sell.ok, r.sell.refused, r.sell.failed
             ),
         ));
         out.push((

@@ -56,6 +56,20 @@ pub fn run_market(dir: &Path, toml: &str) -> (PathBuf, std::process::Output) {
     (runs, out)
 }
 
+/// `bazaar check RUN_DIR` passes on a run directory.
+pub fn assert_check_passes(run: &Path) {
+    let check = std::process::Command::new(bin())
+        .arg("check")
+        .arg(run)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}
+
 /// Writes a config file into `dir` and returns its path.
 pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
     let path = dir.join("market.toml");
