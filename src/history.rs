@@ -496,7 +496,9 @@ impl History {
                 h.last_us = h.last_us.max(t);
                 match event {
                     Event::Opened(m) => {
+                        // Each life of the node holds its own view.
                         node = Some(m.node);
+                        last_view = None;
                         if n > 0 {
                             end_segment(&mut open, closed, &mut h);
                             if !closed {

@@ -119,6 +119,21 @@ impl Report {
                 ),
             );
         }
+        for o in &f.warehouse_outages {
+            let back = match o.lasted_s {
+                Some(d) => format!("answered again {d:.2} s later"),
+                None => "never answered again".into(),
+            };
+            field(
+                &mut s,
+                "warehouse",
+                &format!("unreachable at {:.2} s, {back} ({})", o.at_s, o.reason),
+            );
+        }
+        if f.views.len() > 1 {
+            let epochs: Vec<String> = f.views.iter().map(|v| v.view.to_string()).collect();
+            field(&mut s, "epochs", &epochs.join("; "));
+        }
         if !f.faults.is_empty() || f.retries > 0 {
             field(
                 &mut s,
