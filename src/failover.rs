@@ -46,8 +46,16 @@ pub struct Outage {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Detection {
     pub by: NodeId,
-    /// From the fault to the detection, wall clock.
+    /// From the fault to the detection (the detector finding it dead), wall
+    /// clock.
     pub after_ms: f64,
+    /// From the fault to the warehouse committing the set without it (after
+    /// its lease ran out), wall clock.
+    #[serde(default)]
+    pub committed_after_ms: f64,
+    /// When the detector found it dead (0: an older run, the commit's time).
+    #[serde(default)]
+    pub found_us: u64,
     pub wall_us: u64,
     pub lamport: Option<Lamport>,
     pub cause: String,
@@ -127,9 +135,10 @@ impl FailoverReport {
         }
         match &x.detected {
             Some(d) => format!(
-                "by {} after {:.0} ms (Lamport {}): {}; traders now {}",
+                "by {} after {:.0} ms, committed after {:.0} ms (Lamport {}): {}; traders now {}",
                 d.by,
                 d.after_ms,
+                d.committed_after_ms,
                 d.lamport.map_or("?".into(), |l| l.0.to_string()),
                 d.cause,
                 d.traders
@@ -168,11 +177,14 @@ impl FailoverReport {
                     cause,
                     traders,
                     promoted,
+                    found_us,
                 } => detections.push((
                     *dead,
                     Detection {
                         by: r.by.unwrap_or_default(),
                         after_ms: 0.0,
+                        committed_after_ms: 0.0,
+                        found_us: if *found_us == 0 { r.wall_us } else { *found_us },
                         wall_us: r.wall_us,
                         lamport: r.lamport,
                         cause: cause.clone(),
@@ -256,7 +268,8 @@ impl FailoverReport {
                     .iter()
                     .find(|(dead, d)| *dead == victim && d.wall_us >= r.wall_us)
                     .map(|(_, d)| Detection {
-                        after_ms: (d.wall_us - r.wall_us) as f64 / 1000.0,
+                        after_ms: d.found_us.saturating_sub(r.wall_us) as f64 / 1000.0,
+                        committed_after_ms: d.wall_us.saturating_sub(r.wall_us) as f64 / 1000.0,
                         ..d.clone()
                     });
                 let before: u64 = shipped

@@ -145,13 +145,17 @@ pub enum Happening {
     Warehouse { up: bool, reason: String },
     /// The launcher injected a fault into `victim`.
     Fault { fault: FaultKind, victim: NodeId },
-    /// The recorder (a trader) declared `dead` dead and told every peer the
-    /// new list (message 8); `promoted` joined it (`replace_dead_traders`).
+    /// The recorder (a trader) found `dead` dead at `found_us` (wall µs),
+    /// had the warehouse commit `traders` without it (the record's own time:
+    /// once `dead`'s lease was over) and told every peer (message 8);
+    /// `promoted` joined it (`replace_dead_traders`).
     Detected {
         dead: NodeId,
         cause: String,
         traders: Vec<NodeId>,
         promoted: Option<NodeId>,
+        #[serde(default)]
+        found_us: u64,
     },
     /// The recorder was promoted to trader; its workload (if any) stopped.
     Promoted { traders: Vec<NodeId>, was: Role },
@@ -223,6 +227,7 @@ mod tests {
                 cause: "silent".into(),
                 traders: vec![NodeId(5)],
                 promoted: None,
+                found_us: 0,
             },
         };
         let json = serde_json::to_string(&r).unwrap();

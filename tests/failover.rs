@@ -88,6 +88,12 @@ kill = "trader"
         detected.after_ms
     );
     assert_ne!(detected.by, fault.victim);
+    // The warehouse commits the set without it once its lease is over.
+    assert!(
+        detected.committed_after_ms >= detected.after_ms
+            && detected.committed_after_ms < 800.0 + 350.0,
+        "{detected:?}"
+    );
     assert_eq!(f.lost, 0, "{f:?}");
     assert_eq!(f.final_traders.len(), 1, "{f:?}");
     assert!(!f.final_traders.contains(&fault.victim));

@@ -148,6 +148,7 @@ async fn settle_death(svc: &Arc<Service>, dead: NodeId, cause: &Cause, stop: &Ca
     let mut rng = StdRng::seed_from_u64(cfg.market.seed ^ u64::from(dead.0) << 32);
     let mut backoff = Backoff::new(cfg.heartbeat.interval, Duration::from_secs(2));
     let mut lease_held = 0;
+    let found_us = crate::history::wall_us();
     tracing::warn!(%dead, %cause, "trader found dead; proposing the set without it");
     loop {
         let view = svc.ctx.traders.view();
@@ -175,6 +176,7 @@ async fn settle_death(svc: &Arc<Service>, dead: NodeId, cause: &Cause, stop: &Ca
                     cause: cause.to_string(),
                     traders: view.traders.clone(),
                     promoted,
+                    found_us,
                 });
                 tracing::warn!(%dead, %view, "committed; telling every peer (message 8)");
                 tell_every_peer(svc, dead, &view, promoted, stop);

@@ -252,6 +252,7 @@ fn timeline(h: &mut String, report: &Report, history: &History) {
                 cause,
                 traders,
                 promoted,
+                ..
             } => {
                 let mut what = format!(
                     "declared {dead} dead ({cause}); message 8: traders {}",

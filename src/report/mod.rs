@@ -638,6 +638,7 @@ pub(crate) mod tests {
                 cause: "refused".into(),
                 traders: vec![NodeId(5)],
                 promoted: None,
+                found_us: 0,
             },
         });
         let mut ledger = Ledger::new(&[50]);

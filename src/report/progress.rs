@@ -223,6 +223,7 @@ mod tests {
                 cause: "refused".into(),
                 traders: vec![NodeId(5)],
                 promoted: None,
+                found_us: 0,
             },
         ));
         assert_eq!((t.shipped, t.oversells, t.traders.len()), (5, 2, 1));
