@@ -34,10 +34,16 @@ use crate::clock::Lamport;
 pub const MAX_ORDER_QTY: u32 = 1_000_000;
 
 /// A node of the market: `0` is the warehouse, peers are `1..=N` as in the document.
-#[derive(
-    Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub struct NodeId(pub u32);
+
+/// As [`std::fmt::Display`]: `peer5`, `warehouse`, also in logs that print
+/// a list of ids (`?traders`) and in test failures.
+impl std::fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
 
 impl NodeId {
     pub const WAREHOUSE: NodeId = NodeId(0);
