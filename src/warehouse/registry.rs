@@ -252,14 +252,13 @@ impl Registry {
     /// Whether a buy, sell or lookup from `from`, sent in `epoch`, may be
     /// served: `epoch` is current and `from` is one of its traders.
     pub fn fence(&self, from: NodeId, epoch: Epoch) -> Result<(), Refusal> {
-        let current = self.current();
-        if epoch == current.epoch && current.contains(from) {
-            Ok(())
-        } else {
-            Err(Refusal::StaleEpoch {
+        // On every request's path: no copy of the view unless it is refused.
+        match self.views.last() {
+            Some(v) if v.epoch == epoch && v.contains(from) => Ok(()),
+            _ => Err(Refusal::StaleEpoch {
                 theirs: epoch,
-                current,
-            })
+                current: self.current(),
+            }),
         }
     }
 
