@@ -1247,14 +1247,15 @@ fn draw(dir: &Path, results: &Results) -> anyhow::Result<Vec<PathBuf>> {
             )?);
             // Throughput over time of each mode's first cell that ran.
             for mode in categories(rows, |r| r.mode) {
-                let Some(cell) = results
+                let Some((cell, run_dir)) = results
                     .cells
                     .iter()
-                    .find(|c| c.mode == mode && c.run_dir.is_some())
+                    .filter(|c| c.mode == mode)
+                    .find_map(|c| Some((c, c.run_dir.as_ref()?)))
                 else {
                     continue;
                 };
-                let run = dir.join(cell.run_dir.as_ref().expect("found with a run dir"));
+                let run = dir.join(run_dir);
                 files.extend(failover_over_time(&out, &run, &cell.cell)?);
             }
         }

@@ -380,7 +380,14 @@ impl Books {
                         stock: stock.clone(),
                     });
                 }
-                Job::Member { .. } => unreachable!("membership jobs are answered first"),
+                // Answered before the batch was formed (see `settle`); never
+                // a panic in the ledger thread if that ever changes.
+                job @ Job::Member { .. } => {
+                    debug_assert!(false, "membership jobs are answered before the batch");
+                    job.refuse(Refusal::StorageFailed {
+                        reason: "a membership request reached the books' batch".into(),
+                    });
+                }
                 Job::Flush { id, reply, .. } => {
                     let _ = reply.send(if committed {
                         Body::Flushed {
