@@ -195,6 +195,14 @@ pub enum FaultKind {
     Resume,
     /// Start a killed node again on its data directory.
     Restart,
+    /// Cut a node off from some others (the simulator's nemesis).
+    Partition,
+    /// Delay a node's messages (the simulator's nemesis).
+    Delay,
+    /// Drop some of a node's messages (the simulator's nemesis).
+    Loss,
+    /// Undo a partition, a delay or a loss: the node's links are whole again.
+    Heal,
 }
 
 /// Most requests one cache flush (message 9) carries: keeps a flush far below

@@ -114,7 +114,10 @@ impl FailoverReport {
     /// resume or a restart undoes an earlier fault).
     pub fn what_followed(&self, x: &FaultReport) -> String {
         use crate::config::FaultKind;
-        if matches!(x.fault, FaultKind::Resume | FaultKind::Restart) {
+        if matches!(
+            x.fault,
+            FaultKind::Resume | FaultKind::Restart | FaultKind::Heal
+        ) {
             return "undoes the fault before it".into();
         }
         if x.victim.is_warehouse() {

@@ -22,11 +22,16 @@
 //! A process killed by SIGKILL loses at most the events of its last
 //! [`FLUSH_EVERY`]; a clean stop loses nothing.
 
+use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+// tokio's clock: the system's, or simulated time in the simulator, so what a
+// killed simulated node loses is the same on every replay.
+use tokio::time::Instant;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -148,12 +153,39 @@ impl Event {
     }
 }
 
-/// Wall-clock µs since the Unix epoch, for history stamps only.
+thread_local! {
+    /// The wall clock of this thread's history stamps when it is not the
+    /// system's: the simulator's ([`simulated_wall_clock`]).
+    static WALL: Cell<Option<fn() -> u64>> = const { Cell::new(None) };
+}
+
+/// Wall-clock µs since the Unix epoch, for history stamps only: the
+/// system's clock, or on a simulator's thread its simulated one, so that a
+/// seed replays to the same history byte for byte.
 pub fn wall_us() -> u64 {
+    if let Some(simulated) = WALL.with(Cell::get) {
+        return simulated();
+    }
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
+}
+
+/// Makes [`wall_us`] on this thread read `clock` until the guard drops (the
+/// simulator runs every simulated node on its own thread).
+pub fn simulated_wall_clock(clock: fn() -> u64) -> SimulatedWallClock {
+    WALL.with(|w| w.set(Some(clock)));
+    SimulatedWallClock(std::marker::PhantomData)
+}
+
+/// While alive, this thread's history stamps come from a simulated clock.
+pub struct SimulatedWallClock(std::marker::PhantomData<*const ()>);
+
+impl Drop for SimulatedWallClock {
+    fn drop(&mut self) {
+        WALL.with(|w| w.set(None));
+    }
 }
 
 /// The file of one node's history in `dir`.

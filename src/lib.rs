@@ -60,6 +60,8 @@
 //! - [`check`]: the invariant checker over the history and the final store.
 //! - [`report`]: `report.json`, the terminal summary, the plots and the
 //!   progress line.
+//! - [`sim`]: the deterministic simulator (`bazaar sim`): seeded markets and
+//!   nemeses on turmoil's network and clock, every seed judged.
 //! - [`experiment`]: the document's experiments (`bazaar experiment`), each
 //!   a set of market runs summed up in a table and plots.
 
@@ -84,6 +86,7 @@ pub mod peer;
 pub mod report;
 pub mod role;
 pub mod rundir;
+pub mod sim;
 pub mod trader;
 pub mod warehouse;
 pub mod wire;

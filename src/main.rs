@@ -209,6 +209,45 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Run the deterministic simulator: seeded markets under a seeded nemesis,
+    /// every node on a simulated network and clock, every seed checked
+    /// (built with `--features sim`).
+    #[command(after_long_help = AFTER_LONG_HELP)]
+    Sim {
+        /// How many seeds to run.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// The first seed of the sweep.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Run this one seed and print its verdicts (with --run-dir: write its
+        /// run directory and report, for `bazaar check`, `report`, the plots).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The consistency mode of every seed's market.
+        #[arg(long, value_enum, default_value = "strong")]
+        mode: ModeArg,
+        /// The faults the nemesis draws from, comma-separated: kill, restart,
+        /// pause, partition, delay, loss, late-start; or all, or none.
+        #[arg(long, default_value = "all", value_parser = bazaar::sim::nemesis::parse_kinds)]
+        nemesis: std::collections::BTreeSet<bazaar::sim::nemesis::Kind>,
+        /// Peers in every seed's market (default: drawn, 3 to 8).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(3..=1000))]
+        peers: Option<u32>,
+        /// Traders in every seed's market (default: drawn, 1 to 3).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        traders: Option<u32>,
+        /// Threads, each running whole seeds (a seed's run is the same on any thread).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=256))]
+        jobs: u64,
+        /// Run every seed even after one fails (default: stop at the first).
+        #[arg(long)]
+        keep_going: bool,
+        /// With --seed: the run directory to write (config, histories, store,
+        /// report.json, report.html, plots).
+        #[arg(long, requires = "seed")]
+        run_dir: Option<PathBuf>,
+    },
     /// Print the default config, commented.
     Config,
 }
@@ -222,10 +261,16 @@ fn main() -> ExitCode {
             | Cmd::Check { .. }
             | Cmd::Report { .. }
             | Cmd::Stock { .. }
+            | Cmd::Sim { .. }
             | Cmd::Config
     );
-    let filter =
-        std::env::var("BAZAAR_LOG").unwrap_or_else(|_| if quiet { "warn" } else { "info" }.into());
+    // The simulator runs thousands of markets: their nodes' logs only when asked.
+    let default = match cli.command {
+        Cmd::Sim { .. } => "off",
+        _ if quiet => "warn",
+        _ => "info",
+    };
+    let filter = std::env::var("BAZAAR_LOG").unwrap_or_else(|_| default.into());
     // A node's stderr is its log file when launched: colour codes only on a terminal.
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
@@ -357,6 +402,33 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<Exit> {
                 print!("{}", report.summary());
             }
             Ok(report.status().into())
+        }
+        Cmd::Sim {
+            seeds,
+            from,
+            seed,
+            mode,
+            nemesis,
+            peers,
+            traders,
+            jobs,
+            keep_going,
+            run_dir,
+        } => {
+            let args = SimArgs {
+                seeds,
+                from,
+                seed,
+                mode: mode.into(),
+                nemesis,
+                peers,
+                traders,
+                jobs: jobs as usize,
+                keep_going,
+                run_dir,
+            };
+            // turmoil makes runtimes of its own: off this one's threads.
+            tokio::task::spawn_blocking(move || simulate(args)).await?
         }
         Cmd::Stock { data_dir, config } => {
             let snap = Store::snapshot(&data_dir).with_context(|| {
@@ -565,4 +637,108 @@ async fn run_node(
         },
     )
     .await
+}
+
+/// `bazaar sim`'s arguments (unread in a build without the simulator).
+#[cfg_attr(not(feature = "sim"), allow(dead_code))]
+struct SimArgs {
+    seeds: u64,
+    from: u64,
+    seed: Option<u64>,
+    mode: Mode,
+    nemesis: std::collections::BTreeSet<bazaar::sim::nemesis::Kind>,
+    peers: Option<u32>,
+    traders: Option<u32>,
+    jobs: usize,
+    keep_going: bool,
+    run_dir: Option<PathBuf>,
+}
+
+#[cfg(not(feature = "sim"))]
+fn simulate(_: SimArgs) -> anyhow::Result<Exit> {
+    Err(ConfigError(
+        "this bazaar was built without the simulator, which needs turmoil and tokio's test clock; \
+         build it with the `sim` feature: cargo run --release --features sim -- sim ..."
+            .into(),
+    )
+    .into())
+}
+
+#[cfg(feature = "sim")]
+fn simulate(a: SimArgs) -> anyhow::Result<Exit> {
+    use bazaar::sim::{Broken, Options, Sweep};
+    let opts = Options {
+        mode: a.mode,
+        nemesis: a.nemesis,
+        peers: a.peers,
+        traders: a.traders,
+        broken: Broken::No,
+    };
+    if let Some(seed) = a.seed {
+        let (out, summary) = match &a.run_dir {
+            Some(dir) => {
+                let (out, report) = bazaar::sim::replay(seed, &opts, dir)?;
+                (out, Some(report.summary()))
+            }
+            None => {
+                let dir = tempdir_for(seed)?;
+                let out = bazaar::sim::run_seed(seed, &opts, &dir)?;
+                let _ = std::fs::remove_dir_all(&dir);
+                (out, None)
+            }
+        };
+        println!("seed {seed}: {} peers, {} traders, {:?} mode\nnemesis:\n{}", out.cfg.market.peers, out.cfg.market.traders, out.cfg.market.mode, out.schedule);
+        match summary {
+            Some(s) => print!("{s}"),
+            None => {
+                for v in &out.verdicts {
+                    println!("{:<4} {:<28} {}", if v.ok { "ok" } else { "FAIL" }, v.invariant, v.detail);
+                }
+            }
+        }
+        if let Some(e) = &out.error {
+            println!("the simulation failed: {e}");
+        }
+        return Ok(if out.failed() { Exit::InvariantFailed } else { Exit::Ok });
+    }
+    let scratch = std::env::temp_dir().join(format!("bazaar-sim-{}", std::process::id()));
+    let sweep = Sweep {
+        opts: opts.clone(),
+        from: a.from,
+        seeds: a.seeds,
+        jobs: a.jobs,
+        keep_going: a.keep_going,
+        scratch: scratch.clone(),
+    };
+    let bar = indicatif::ProgressBar::new(a.seeds);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} seeds  {msg}  {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let tally = bazaar::sim::sweep(&sweep, |t| {
+        bar.set_position(t.seeds_run);
+        bar.set_message(format!("{} failed", t.failures.len()));
+    })?;
+    bar.finish_and_clear();
+    println!("{tally}");
+    for (seed, e) in &tally.shape_errors {
+        println!("\nseed {seed}: the drawn market is not a valid config (a bug of the simulator): {e}");
+    }
+    for (out, dir) in &tally.failures {
+        println!("\n{}", out.explain(&opts, dir));
+    }
+    if tally.ok() {
+        let _ = std::fs::remove_dir_all(&scratch);
+        Ok(Exit::Ok)
+    } else {
+        Ok(Exit::InvariantFailed)
+    }
+}
+
+/// A scratch directory for one seed's run.
+#[cfg(feature = "sim")]
+fn tempdir_for(seed: u64) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("bazaar-sim-{}-seed-{seed}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(dir)
 }

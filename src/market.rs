@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Lamport;
 use crate::config::{Config, FaultKind, Role, Target};
-use crate::history::{self, Event};
+use crate::history;
 pub use crate::rundir::{LATEST, NodeInfo, RunDir, read_nodes, read_unflushed, timestamp};
 
 use crate::launch::Line;
@@ -321,6 +321,9 @@ async fn strike(
         FaultKind::Wedge => n.say(&Line::Wedge).await?,
         FaultKind::Pause => signal(n, libc::SIGSTOP).context("cannot SIGSTOP")?,
         FaultKind::Resume => signal(n, libc::SIGCONT).context("cannot SIGCONT")?,
+        FaultKind::Partition | FaultKind::Delay | FaultKind::Loss | FaultKind::Heal => {
+            bail!("{kind:?} is a network fault, which only the simulator injects")
+        }
         FaultKind::Restart => {
             let _ = n.child.wait().await;
             let addr = respawn
@@ -349,17 +352,6 @@ async fn strike(
             victim,
         },
     }))
-}
-
-/// Appends the launcher's own history lines (faults).
-fn write_launcher_history(dir: &RunDir, records: &[Record]) -> anyhow::Result<()> {
-    let mut text = String::new();
-    for r in records {
-        text.push_str(&serde_json::to_string(&Event::Failover(r.clone()))?);
-        text.push('\n');
-    }
-    std::fs::write(dir.history().join("launcher.jsonl"), text)?;
-    Ok(())
 }
 
 /// Starts the market, lets it trade (injecting the faults), stops it.
@@ -505,7 +497,7 @@ async fn drive(
         }
     }
     drop(respawn);
-    write_launcher_history(dir, &records)?;
+    dir.write_launcher_history(&records)?;
     if !interrupted {
         tokio::select! {
             _ = watcher.until(FOREVER, |_| false) => {}

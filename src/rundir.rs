@@ -11,6 +11,8 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Role};
+use crate::history::Event;
+use crate::membership::Record;
 use crate::trader::journal::Journal;
 use crate::wire::{FlushEntry, NodeId};
 
@@ -75,6 +77,19 @@ impl RunDir {
     }
     pub fn html(&self) -> PathBuf {
         self.root.join("report.html")
+    }
+
+    /// Writes the launcher's own history (the faults it injected) beside the
+    /// nodes' histories.
+    pub fn write_launcher_history(&self, records: &[Record]) -> anyhow::Result<()> {
+        let mut text = String::new();
+        for r in records {
+            text.push_str(&serde_json::to_string(&Event::Failover(r.clone()))?);
+            text.push('\n');
+        }
+        let path = self.history().join(format!("{}.jsonl", crate::history::LAUNCHER));
+        std::fs::write(path, text)?;
+        Ok(())
     }
 }
 

@@ -18,6 +18,8 @@
 //! trades of their batch, so a request is judged against the set as it is
 //! when the request is applied.
 
+#[cfg(any(test, feature = "sim"))]
+pub mod broken;
 pub mod flush;
 pub mod ledger;
 pub mod registry;

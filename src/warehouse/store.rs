@@ -208,6 +208,8 @@ impl Store {
                 let a = match c {
                     Change::Direct { side, order } => {
                         let last = clients.get(node.0).map_err(redb_err)?.map(|v| v.value());
+                        #[cfg(any(test, feature = "sim"))]
+                        let last = last.filter(|_| !super::broken::is(super::broken::Broken::Dedupe));
                         match last {
                             Some((last, side, product, qty)) if seq == last => {
                                 let side = side_of(side);
@@ -231,6 +233,9 @@ impl Store {
                     }
                     Change::Flushed { trader, entry } => {
                         let before = applied.get((node.0, seq)).map_err(redb_err)?;
+                        #[cfg(any(test, feature = "sim"))]
+                        let before =
+                            before.filter(|_| !super::broken::is(super::broken::Broken::Dedupe));
                         if let Some(row) = before.map(|v| v.value()) {
                             outcomes.push(Outcome::Replayed(from_applied_row(row)));
                             continue;
