@@ -687,19 +687,31 @@ fn simulate(a: SimArgs) -> anyhow::Result<Exit> {
                 (out, None)
             }
         };
-        println!("seed {seed}: {} peers, {} traders, {:?} mode\nnemesis:\n{}", out.cfg.market.peers, out.cfg.market.traders, out.cfg.market.mode, out.schedule);
+        println!(
+            "seed {seed}: {} peers, {} traders, {:?} mode\nnemesis:\n{}",
+            out.cfg.market.peers, out.cfg.market.traders, out.cfg.market.mode, out.schedule
+        );
         match summary {
             Some(s) => print!("{s}"),
             None => {
                 for v in &out.verdicts {
-                    println!("{:<4} {:<28} {}", if v.ok { "ok" } else { "FAIL" }, v.invariant, v.detail);
+                    println!(
+                        "{:<4} {:<28} {}",
+                        if v.ok { "ok" } else { "FAIL" },
+                        v.invariant,
+                        v.detail
+                    );
                 }
             }
         }
         if let Some(e) = &out.error {
             println!("the simulation failed: {e}");
         }
-        return Ok(if out.failed() { Exit::InvariantFailed } else { Exit::Ok });
+        return Ok(if out.failed() {
+            Exit::InvariantFailed
+        } else {
+            Exit::Ok
+        });
     }
     let scratch = std::env::temp_dir().join(format!("bazaar-sim-{}", std::process::id()));
     let sweep = Sweep {
@@ -722,7 +734,9 @@ fn simulate(a: SimArgs) -> anyhow::Result<Exit> {
     bar.finish_and_clear();
     println!("{tally}");
     for (seed, e) in &tally.shape_errors {
-        println!("\nseed {seed}: the drawn market is not a valid config (a bug of the simulator): {e}");
+        println!(
+            "\nseed {seed}: the drawn market is not a valid config (a bug of the simulator): {e}"
+        );
     }
     for (out, dir) in &tally.failures {
         println!("\n{}", out.explain(&opts, dir));

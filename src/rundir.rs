@@ -87,7 +87,9 @@ impl RunDir {
             text.push_str(&serde_json::to_string(&Event::Failover(r.clone()))?);
             text.push('\n');
         }
-        let path = self.history().join(format!("{}.jsonl", crate::history::LAUNCHER));
+        let path = self
+            .history()
+            .join(format!("{}.jsonl", crate::history::LAUNCHER));
         std::fs::write(path, text)?;
         Ok(())
     }

@@ -203,7 +203,13 @@ impl Client {
             }
             attempts += 1;
             trader = Some(t);
-            match self.attempt(t, body.clone(), side, qty, deadline).await {
+            // An earlier attempt may have been applied (or journaled by a
+            // cached trader): this one is settled at the warehouse.
+            let body = match (&body, undecided) {
+                (Body::Buy(o) | Body::Sell(o), true) => Body::Retry { side, order: *o },
+                _ => body.clone(),
+            };
+            match self.attempt(t, body, side, qty, deadline).await {
                 // A refusal proves nothing once an earlier attempt may have
                 // been applied: the request is undecided, not refused.
                 Attempt::Done(Outcome::Refused(why), _) if undecided => {

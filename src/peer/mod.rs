@@ -114,6 +114,8 @@ pub async fn run(
             tracing::warn!("stopped before the market opened");
             on_done();
             server.await?;
+            // A cached trader restarted on its journal hands it over even so.
+            svc.trader.stop().await;
             ctx.history.close(ctx.me)?;
             return Ok(());
         }

@@ -172,7 +172,7 @@ impl Service {
                 self.heard.tell(from);
                 self.desk.serve(from, body).await
             }
-            Body::Buy(ref order) | Body::Sell(ref order) => {
+            Body::Buy(ref order) | Body::Sell(ref order) | Body::Retry { ref order, .. } => {
                 let id = order.id;
                 if !self.ctx.traders.is_trader() {
                     return Some(self.not_a_trader(id));

@@ -115,9 +115,19 @@ pub enum What {
     Kill(NodeId),
     Restart(NodeId),
     Pause(NodeId),
-    Partition { alone: NodeId, from: Vec<NodeId> },
-    Delay { node: NodeId, delay_ms: u64, jitter_ms: u64 },
-    Loss { node: NodeId, percent: u32 },
+    Partition {
+        alone: NodeId,
+        from: Vec<NodeId>,
+    },
+    Delay {
+        node: NodeId,
+        delay_ms: u64,
+        jitter_ms: u64,
+    },
+    Loss {
+        node: NodeId,
+        percent: u32,
+    },
 }
 
 impl What {
@@ -296,7 +306,9 @@ pub fn draw(seed: u64, cfg: &Config, kinds: &BTreeSet<Kind>) -> Schedule {
                 What::Restart(pick(&mut rng, &can))
             }
             Kind::Pause => What::Pause(pick(&mut rng, &alive(&everyone))),
-            Kind::Partition => partition(&mut rng, &live_traders, &alive(&clients), &alive(&everyone)),
+            Kind::Partition => {
+                partition(&mut rng, &live_traders, &alive(&clients), &alive(&everyone))
+            }
             Kind::Delay => What::Delay {
                 node: pick(&mut rng, &alive(&everyone)),
                 delay_ms: rng.random_range(5..=300),
@@ -308,7 +320,11 @@ pub fn draw(seed: u64, cfg: &Config, kinds: &BTreeSet<Kind>) -> Schedule {
             },
             Kind::LateStart => unreachable!("filtered out of the choices above"),
         };
-        faults.push(Fault { at: t, lasting, what });
+        faults.push(Fault {
+            at: t,
+            lasting,
+            what,
+        });
         t += lasting + Duration::from_millis(rng.random_range(100..=1200));
     }
     Schedule { late, faults }
@@ -323,7 +339,8 @@ fn partition(
     clients: &[NodeId],
     everyone: &[NodeId],
 ) -> What {
-    let others = |n: NodeId| -> Vec<NodeId> { everyone.iter().copied().filter(|o| *o != n).collect() };
+    let others =
+        |n: NodeId| -> Vec<NodeId> { everyone.iter().copied().filter(|o| *o != n).collect() };
     loop {
         match rng.random_range(0..4) {
             0 if !traders.is_empty() => {
@@ -379,7 +396,10 @@ mod tests {
             let s = draw(seed, &cfg, &all);
             let end = s.last_start() + cfg.market.duration;
             for pair in s.faults.windows(2) {
-                assert!(pair[0].at + pair[0].lasting < pair[1].at, "seed {seed}: {s}");
+                assert!(
+                    pair[0].at + pair[0].lasting < pair[1].at,
+                    "seed {seed}: {s}"
+                );
             }
             for f in &s.faults {
                 assert!(f.at + f.lasting <= end, "seed {seed}: {s}");
@@ -392,7 +412,10 @@ mod tests {
                     _ => None,
                 })
                 .collect();
-            assert!(killed.len() < cfg.initial_traders().len(), "seed {seed}: {s}");
+            assert!(
+                killed.len() < cfg.initial_traders().len(),
+                "seed {seed}: {s}"
+            );
             // Nothing strikes a node killed for good, after its death.
             for (i, f) in s.faults.iter().enumerate() {
                 if let What::Kill(n) = f.what {
@@ -421,7 +444,11 @@ mod tests {
         let k = parse_kinds("kill, late-start").unwrap();
         assert_eq!(kinds_arg(&k), "kill,late-start");
         assert_eq!(parse_kinds(&kinds_arg(&k)).unwrap(), k);
-        assert!(parse_kinds("kill,fire").unwrap_err().contains("no nemesis \"fire\""));
+        assert!(
+            parse_kinds("kill,fire")
+                .unwrap_err()
+                .contains("no nemesis \"fire\"")
+        );
         assert_eq!(parse_kinds("all").unwrap().len(), Kind::ALL.len());
     }
 }

@@ -279,11 +279,9 @@ impl fmt::Display for Tally {
             writeln!(f, "violations         {}", v.join(", "))?;
         }
         match self.slowest_failover {
-            Some((d, seed)) => writeln!(
-                f,
-                "slowest failover   {} ms (seed {seed})",
-                d.as_millis()
-            )?,
+            Some((d, seed)) => {
+                writeln!(f, "slowest failover   {} ms (seed {seed})", d.as_millis())?
+            }
             None => writeln!(f, "slowest failover   none (no trader was removed)")?,
         }
         write!(

@@ -106,7 +106,12 @@ fn the_same_seed_writes_the_same_histories_byte_for_byte_on_any_thread() {
         std::thread::spawn(move || {
             let dir = scratch();
             let out = run_seed(seed, &o, &dir).unwrap();
-            assert!(!out.failed(), "seed {seed}: {:?} {:#?}", out.error, out.verdicts);
+            assert!(
+                !out.failed(),
+                "seed {seed}: {:?} {:#?}",
+                out.error,
+                out.verdicts
+            );
             let h = files(&dir.join("history"));
             std::fs::remove_dir_all(&dir).ok();
             h
@@ -122,17 +127,17 @@ fn the_same_seed_writes_the_same_histories_byte_for_byte_on_any_thread() {
     assert!(a != other, "seed 12 wrote seed 11's histories");
 }
 
-/// The first seed (of 200) whose run breaks `invariant` with `broken`.
-fn first_caught(mode: Mode, broken: Broken, invariant: &str) -> Option<u64> {
+/// The first seed (of 200) of `o` whose run breaks one of `invariants`.
+fn first_caught(o: &Options, invariants: &[&str]) -> Option<u64> {
     init_logs();
     let scratch = scratch();
-    let mut o = opts(mode, "all");
-    o.broken = broken;
     let found = (0..200).find(|&seed| {
         let dir = scratch.join(seed.to_string());
-        let out = run_seed(seed, &o, &dir).unwrap();
+        let out = run_seed(seed, o, &dir).unwrap();
         std::fs::remove_dir_all(&dir).ok();
-        out.violations().iter().any(|v| v == invariant)
+        out.violations()
+            .iter()
+            .any(|v| invariants.contains(&v.as_str()))
     });
     std::fs::remove_dir_all(&scratch).ok();
     found
@@ -140,16 +145,32 @@ fn first_caught(mode: Mode, broken: Broken, invariant: &str) -> Option<u64> {
 
 #[test]
 fn a_warehouse_that_forgets_what_it_applied_is_caught_as_a_double_apply() {
-    let seed = first_caught(Mode::Strong, Broken::Dedupe, crate::check::NO_DOUBLE_APPLY);
+    let mut o = opts(Mode::Strong, "all");
+    o.broken = Broken::Dedupe;
+    let seed = first_caught(&o, &[check::NO_DOUBLE_APPLY]);
     assert!(seed.is_some(), "200 seeds and no double apply named");
     eprintln!("dedupe off: caught at seed {seed:?}");
 }
 
 #[test]
 fn a_warehouse_that_fences_nothing_is_caught_as_a_split() {
-    let seed = first_caught(Mode::Strong, Broken::Fencing, crate::check::FENCING);
+    // Traders cut off from one another: each side removes the other, and
+    // without compare-and-set both removals are committed; without fencing
+    // the deposed side is served on.
+    let mut o = opts(Mode::Strong, "partition");
+    o.broken = Broken::Fencing;
+    o.peers = Some(7);
+    o.traders = Some(3);
+    let split = [check::FENCING, check::AGREEMENT, check::FINAL_AGREEMENT];
+    let seed = first_caught(&o, &split);
     assert!(seed.is_some(), "200 seeds and no split named");
     eprintln!("fencing off: caught at seed {seed:?}");
+    // The same seeds with the warehouse whole hold.
+    o.broken = Broken::No;
+    let dir = scratch();
+    let out = run_seed(seed.unwrap(), &o, &dir).unwrap();
+    assert!(!out.failed(), "{}", out.explain(&o, &dir));
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -238,10 +259,8 @@ fn a_trader_cut_off_from_the_warehouse_fails_over_and_loses_no_ack() {
 /// Both traders lose the warehouse from 2 s to 5 s; the market trades for 8 s.
 /// Returns the verdicts and how many requests were answered ok.
 fn traders_cut_off_from_the_warehouse(mode: &str) -> (Vec<check::Verdict>, usize) {
-    let cfg = Config::from_toml(&format!(
-        "[market]\nduration = \"8s\"\nmode = \"{mode}\"\n"
-    ))
-    .unwrap();
+    let cfg =
+        Config::from_toml(&format!("[market]\nduration = \"8s\"\nmode = \"{mode}\"\n")).unwrap();
     let (verdicts, history) = scripted(&cfg, 5, vec![cut(5, &[0], 2, 3), cut(6, &[0], 2, 3)]);
     let ok = history
         .requests
@@ -269,4 +288,74 @@ fn cached_traders_serve_through_a_warehouse_partition_and_settle_every_ack_after
         cached_ok > strong_ok + strong_ok / 5,
         "cached: {cached_ok} answered, strong: {strong_ok} answered"
     );
+}
+
+/// Runs one seed of the full nemesis and asserts every invariant held.
+fn seed_holds(seed: u64, mode: Mode) -> Outcome {
+    init_logs();
+    let dir = scratch();
+    let out = run_seed(seed, &opts(mode, "all"), &dir).unwrap();
+    assert!(!out.failed(), "{}", out.explain(&opts(mode, "all"), &dir));
+    std::fs::remove_dir_all(&dir).ok();
+    out
+}
+
+#[test]
+fn seed_1184_cached_a_retry_after_a_trader_died_is_answered_as_the_warehouse_applied_it() {
+    // A buy was journaled (granted 1) by a trader that was then declared
+    // dead; the client retried at the other trader, which granted 3 from its
+    // own cache: the client held 3, the warehouse applied the first trader's
+    // 1. A retry is now settled at the warehouse (`Body::Retry`).
+    seed_holds(1184, Mode::Cached);
+}
+
+#[test]
+fn seed_111_cached_a_restarted_trader_acknowledges_in_its_epoch_not_in_none() {
+    // The only trader, killed and restarted, took requests before its
+    // driver had seen the view it rejoined with: it journaled them as of
+    // epoch 0, which the warehouse refused at every flush for ever, so 24
+    // acknowledged requests never reached the books. The driver now takes
+    // the epoch as each request arrives, and a cache of no epoch turns
+    // requests away.
+    let out = seed_holds(111, Mode::Cached);
+    let restarted = out
+        .schedule
+        .faults
+        .iter()
+        .any(|f| matches!(f.what, What::Restart(_)));
+    assert!(
+        restarted,
+        "seed 111 no longer restarts a trader:\n{}",
+        out.schedule
+    );
+}
+
+#[test]
+fn cached_traders_killed_for_good_hand_their_journals_over_at_the_end() {
+    // Without the recovery at the end, a cached trader killed for good
+    // strands what it acknowledged from its journal (found in 2000 seeds).
+    let o = opts(Mode::Cached, "kill");
+    let seed = (0..100)
+        .find(|&s| {
+            let cfg = shape::draw(s, o.fixed()).unwrap();
+            nemesis::draw(s, &cfg, &o.nemesis)
+                .faults
+                .iter()
+                .any(|f| matches!(f.what, What::Kill(_)))
+        })
+        .expect("a seed that kills a trader for good");
+    let dir = scratch();
+    let out = run_seed(seed, &o, &dir).unwrap();
+    assert!(!out.failed(), "{}", out.explain(&o, &dir));
+    std::fs::remove_dir_all(&dir).ok();
+    let recovered = out.ran.records.iter().any(|r| {
+        matches!(
+            r.what,
+            Happening::Fault {
+                fault: crate::config::FaultKind::Restart,
+                ..
+            }
+        )
+    });
+    assert!(recovered, "seed {seed}: no recovery restart recorded");
 }

@@ -19,7 +19,10 @@
 //!
 //! A run ends as `bazaar run` ends one: once every client has traded for the
 //! market's duration (or a deadline passed), every fault still in force is
-//! undone, the peers are stopped in order (cached traders flush as they
+//! undone (in cached mode a trader killed for good is started once more on
+//! its data directory, as an operator recovers a dead machine's disk, so the
+//! requests it acknowledged from its journal reach the warehouse as it
+//! stops), the peers are stopped in order (cached traders flush as they
 //! stop), then the warehouse. Histories get simulated wall times (from a
 //! fixed epoch) so that a seed replays byte for byte.
 
@@ -32,7 +35,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, FaultKind, Role};
+use crate::config::{Config, FaultKind, Mode, Role};
 use crate::history;
 use crate::membership::{Happening, Record};
 use crate::net::{BoxFuture, BoxStream, Listener, Transport};
@@ -170,7 +173,11 @@ pub fn run(seed: u64, cfg: &Config, schedule: &Schedule, dir: &RunDir) -> Result
             let (cfg, dir, nodes) = (cfg.clone(), dir.clone(), nodes.clone());
             let (done, stopped, stop_all) = (done.clone(), stopped.clone(), stop_all.clone());
             // Only the first life starts late; a restart is at once.
-            let wait = if lives.get() == 0 { late } else { Duration::ZERO };
+            let wait = if lives.get() == 0 {
+                late
+            } else {
+                Duration::ZERO
+            };
             lives.set(lives.get() + 1);
             async move {
                 tokio::time::sleep(wait).await;
@@ -227,7 +234,8 @@ pub fn run(seed: u64, cfg: &Config, schedule: &Schedule, dir: &RunDir) -> Result
     let killed_for_good = Rc::new(Cell::new(0u32));
     let peers = roles.len() as u32 - 1;
     {
-        let (stopping, healed, killed) = (stopping.clone(), healed.clone(), killed_for_good.clone());
+        let (stopping, healed, killed) =
+            (stopping.clone(), healed.clone(), killed_for_good.clone());
         sim.client("conductor", async move {
             let deadline = trading_ends + DONE_ALLOWANCE;
             tokio::select! {
@@ -256,6 +264,7 @@ pub fn run(seed: u64, cfg: &Config, schedule: &Schedule, dir: &RunDir) -> Result
     steps.sort_by_key(|(at, _)| *at);
     steps.reverse(); // popped from the back, earliest first
     let mut in_force: Vec<Fault> = Vec::new();
+    let mut dead: Vec<NodeId> = Vec::new();
     let mut ran = Ran {
         began_us: (EPOCH + sim.elapsed()).as_micros() as u64,
         ..Ran::default()
@@ -264,6 +273,17 @@ pub fn run(seed: u64, cfg: &Config, schedule: &Schedule, dir: &RunDir) -> Result
         if stopping.get() && !healed.get() {
             for f in std::mem::take(&mut in_force) {
                 ran.records.extend(undo(&mut sim, &f, &nodes));
+            }
+            // A cached trader killed for good acknowledged requests it has
+            // only in its journal: its disk is recovered, as an operator
+            // recovers a dead machine's, by starting it once more to hand
+            // the journal over as it stops.
+            if cfg.market.mode == Mode::Cached {
+                for n in std::mem::take(&mut dead) {
+                    sim.bounce(host(n));
+                    ran.records.push(record(&sim, FaultKind::Restart, n));
+                    killed_for_good.set(killed_for_good.get() - 1);
+                }
             }
             steps.clear();
             ran.stopped_us = (EPOCH + sim.elapsed()).as_micros() as u64;
@@ -275,7 +295,10 @@ pub fn run(seed: u64, cfg: &Config, schedule: &Schedule, dir: &RunDir) -> Result
                 Step::Strike(f) => {
                     ran.records.extend(strike(&mut sim, &f, &nodes));
                     match f.what {
-                        What::Kill(_) => killed_for_good.set(killed_for_good.get() + 1),
+                        What::Kill(n) => {
+                            dead.push(n);
+                            killed_for_good.set(killed_for_good.get() + 1);
+                        }
                         _ => in_force.push(f),
                     }
                 }
@@ -327,7 +350,11 @@ fn record(sim: &turmoil::Sim, fault: FaultKind, victim: NodeId) -> Record {
 
 /// Every other node's host (the links a pause, delay or loss acts on).
 fn others(nodes: &[NodeId], me: NodeId) -> Vec<String> {
-    nodes.iter().filter(|n| **n != me).map(|n| host(*n)).collect()
+    nodes
+        .iter()
+        .filter(|n| **n != me)
+        .map(|n| host(*n))
+        .collect()
 }
 
 /// Strikes `f`; returns its record.

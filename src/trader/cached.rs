@@ -214,6 +214,12 @@ impl Cache {
             out.push(refuse(Refusal::Busy {
                 reason: "the trader is stopping".into(),
             }));
+        } else if self.epoch == Epoch(0) {
+            // An entry must carry the epoch it was acknowledged in: the
+            // warehouse would refuse an entry of no epoch for ever.
+            out.push(refuse(Refusal::Busy {
+                reason: "this trader holds no epoch yet".into(),
+            }));
         } else if let Some(why) = &self.refused {
             out.push(refuse(Refusal::Busy {
                 reason: format!("the warehouse refused this trader's flush: {why}"),
@@ -660,6 +666,7 @@ mod tests {
 
     fn filled(t0: Instant, stock: u64) -> Cache {
         let mut c = Cache::new(ME, 1, settings(), Vec::new(), t0);
+        c.set_epoch(Epoch(1));
         let Body::Lookup { id, .. } = the_call(&c.start()) else {
             panic!("a fresh cache starts with a lookup");
         };
@@ -852,6 +859,7 @@ mod tests {
     fn a_call_in_flight_never_makes_the_driver_wake_for_nothing() {
         let t0 = Instant::now();
         let mut c = Cache::new(ME, 1, settings(), Vec::new(), t0);
+        c.set_epoch(Epoch(1));
         let Body::Lookup { id, .. } = the_call(&c.start()) else {
             panic!()
         };
@@ -883,6 +891,7 @@ mod tests {
             epoch: Epoch(1),
         };
         let mut c = Cache::new(ME, 1, settings(), vec![(8, entry), (3, entry)], t0);
+        c.set_epoch(Epoch(1));
         let (_, entries) = flush_of(&the_call(&c.start()));
         assert_eq!(entries.len(), 2);
         // New keys never collide with the journal's.
@@ -893,6 +902,7 @@ mod tests {
     fn requests_that_wait_past_their_deadline_are_refused() {
         let t0 = Instant::now();
         let mut c = Cache::new(ME, 1, settings(), Vec::new(), t0);
+        c.set_epoch(Epoch(1));
         let Body::Lookup { id, .. } = the_call(&c.start()) else {
             panic!()
         };

@@ -172,6 +172,10 @@ impl Driver {
                         }
                     }
                     let now = now();
+                    // The epoch the requests are acknowledged in is the one
+                    // held now, not at the top of the loop (a restarted
+                    // trader learns its view while the driver waits here).
+                    self.cache.set_epoch(self.membership.epoch());
                     let mut out = Vec::new();
                     for c in batch {
                         let token = self.next_token;

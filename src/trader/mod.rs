@@ -109,6 +109,19 @@ impl Trader {
         }
     }
 
+    /// A retried request: settled at the warehouse whatever the mode (see
+    /// [`Body::Retry`]).
+    async fn settle(&self, side: Side, order: Order) -> Body {
+        if let Err(reason) = order.validate(self.products) {
+            return Body::Refused {
+                id: order.id,
+                reason,
+            };
+        }
+        let epoch = self.membership.epoch();
+        strong::settle(&self.warehouse, epoch, side, order, self.warehouse_timeout).await
+    }
+
     async fn trade(&self, side: Side, order: Order) -> Body {
         if let Err(reason) = order.validate(self.products) {
             return Body::Refused {
@@ -132,6 +145,7 @@ impl Handler for Trader {
             match body {
                 Body::Buy(order) => Some(self.trade(Side::Buy, order).await),
                 Body::Sell(order) => Some(self.trade(Side::Sell, order).await),
+                Body::Retry { side, order } => Some(self.settle(side, order).await),
                 other => not_for_role("trader", from, &other),
             }
         })

@@ -15,8 +15,10 @@ pub enum Broken {
     /// Each client's last request id and each flushed id are forgotten: a
     /// retry is applied twice.
     Dedupe,
-    /// Requests, flushes and lease renewals are taken from any trader of any
-    /// epoch.
+    /// Nothing is fenced: requests, flushes and lease renewals are taken
+    /// from any trader of any epoch, a proposal is committed on top of
+    /// whatever is current (no compare-and-set), and a trader is removed
+    /// without waiting for its lease to end.
     Fencing,
 }
 

@@ -37,7 +37,7 @@ use crate::history::{self, Event};
 use crate::membership::{Happening, Record};
 use crate::net::BoxFuture;
 use crate::node::{Handler, History, IoMode, NodeContext, not_for_role, now};
-use crate::wire::{Body, Epoch, FlushEntry, NodeId, Order, Refusal, RequestId, Side};
+use crate::wire::{Body, Epoch, FlushEntry, NodeId, Order, Qty, Refusal, RequestId, Side};
 use ledger::Ledger;
 use registry::Registry;
 use store::{Change, Outcome, Store};
@@ -417,7 +417,12 @@ impl Books {
                             reason: Refusal::Stale { id, last: *last },
                         },
                         Some(Outcome::Applied(a) | Outcome::Replayed(a)) => match a.side {
-                            Side::Buy => Body::Granted { id, qty: a.qty },
+                            // A flushed buy replayed to a retry: what its
+                            // trader granted, shipped or oversold.
+                            Side::Buy => Body::Granted {
+                                id,
+                                qty: Qty(a.qty.0 + a.oversold.0),
+                            },
                             Side::Sell => Body::Deposited { id },
                         },
                         None => Body::Refused {

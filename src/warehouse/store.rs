@@ -209,7 +209,8 @@ impl Store {
                     Change::Direct { side, order } => {
                         let last = clients.get(node.0).map_err(redb_err)?.map(|v| v.value());
                         #[cfg(any(test, feature = "sim"))]
-                        let last = last.filter(|_| !super::broken::is(super::broken::Broken::Dedupe));
+                        let last =
+                            last.filter(|_| !super::broken::is(super::broken::Broken::Dedupe));
                         match last {
                             Some((last, side, product, qty)) if seq == last => {
                                 let side = side_of(side);
@@ -223,6 +224,16 @@ impl Store {
                                 continue;
                             }
                             _ => {}
+                        }
+                        // Applied already as a trader's flushed entry (a
+                        // retry of an attempt a cached trader journaled).
+                        let flushed = applied.get((node.0, seq)).map_err(redb_err)?;
+                        #[cfg(any(test, feature = "sim"))]
+                        let flushed =
+                            flushed.filter(|_| !super::broken::is(super::broken::Broken::Dedupe));
+                        if let Some(row) = flushed.map(|v| v.value()) {
+                            outcomes.push(Outcome::Replayed(from_applied_row(row)));
+                            continue;
                         }
                         let a = ledger.apply(*side, order);
                         let row = to_applied_row(a);
@@ -517,6 +528,38 @@ mod tests {
         assert_eq!(snap.books, ledger.books);
         let (_, reopened) = Store::open(dir.path(), &[4]).unwrap();
         assert_eq!(reopened, ledger);
+    }
+
+    #[test]
+    fn a_retry_of_a_flushed_request_is_replayed_whichever_comes_first() {
+        // Found by the simulator (seed 1184, cached): a client's attempt at a
+        // trader that died was journaled and flushed, and its retry reached
+        // another trader, which settles a retry at the warehouse.
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut ledger) = Store::open(dir.path(), &[2]).unwrap();
+        // The flush first: granted 3 of a stock of 2 (1 oversold).
+        let first = store
+            .apply(&mut ledger, &[flushed(6, 1, Side::Buy, 4, 3)])
+            .unwrap();
+        let retried = store
+            .apply(&mut ledger, &[change(Side::Buy, 1, 4)])
+            .unwrap();
+        assert_eq!(
+            retried,
+            vec![Outcome::Replayed(first[0].applied().unwrap())]
+        );
+        let a = retried[0].applied().unwrap();
+        assert_eq!((a.qty, a.oversold), (Qty(2), Qty(1)));
+        // The retry first: the late flush of the same id is not applied.
+        let retry = store
+            .apply(&mut ledger, &[change(Side::Sell, 2, 5)])
+            .unwrap();
+        let late = store
+            .apply(&mut ledger, &[flushed(6, 2, Side::Sell, 5, 5)])
+            .unwrap();
+        assert_eq!(late, vec![Outcome::Replayed(retry[0].applied().unwrap())]);
+        assert_eq!(ledger.books[0].sold, 5);
+        assert_eq!(ledger.books[0].shipped, 2);
     }
 
     #[test]

@@ -369,6 +369,14 @@ pub enum Body {
     Leased { id: RequestId, view: View, ms: u64 },
     /// Reply to any request that was not carried out.
     Refused { id: RequestId, reason: Refusal },
+
+    /// Messages 5 and 6 again, from a client whose earlier attempt at
+    /// another trader may have been applied: every trader settles it at the
+    /// warehouse before answering (in cached mode too), so the attempt a
+    /// dead trader may have journaled and this one are one request, applied
+    /// once, answered as applied. Last in the enum: the numbering of every
+    /// other message is unchanged.
+    Retry { side: Side, order: Order },
 }
 
 impl Body {
@@ -385,7 +393,8 @@ impl Body {
             Body::WarehouseBuy { order: o, .. }
             | Body::WarehouseSell { order: o, .. }
             | Body::Sell(o)
-            | Body::Buy(o) => Some(o.id),
+            | Body::Buy(o)
+            | Body::Retry { order: o, .. } => Some(o.id),
             _ => None,
         }
     }
@@ -420,6 +429,12 @@ impl Body {
             Body::Lookup { .. } => "lookup (message 4)",
             Body::Sell(_) => "sell (message 5)",
             Body::Buy(_) => "buy (message 6)",
+            Body::Retry {
+                side: Side::Buy, ..
+            } => "retried buy (message 6)",
+            Body::Retry {
+                side: Side::Sell, ..
+            } => "retried sell (message 5)",
             Body::Heartbeat { .. } => "heartbeat (message 7)",
             Body::TraderDied { .. } => "trader died (message 8)",
             Body::Flush { .. } => "cache flush (message 9)",

@@ -16,4 +16,4 @@ pub use message::{
 };
 
 /// The version of this protocol. Bumped on any change to [`Body`] or the framing.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
