@@ -116,6 +116,7 @@ fn round_trip(c: &mut Criterion) {
             listener,
             NodeId(6),
             Arc::new(Clock::new()),
+            bazaar::trace::Trace::off(),
             Arc::new(Grant),
             ServeOptions::default(),
             stop.clone(),

@@ -56,7 +56,10 @@
 //! - [`market`]: the launcher behind `bazaar run`.
 //! - [`rundir`]: a run directory's layout and what is read back from it.
 //! - [`history`]: each node's log of events (request invokes and completions,
-//!   flushes, elections, heartbeat verdicts, faults), read back after the run.
+//!   flushes, elections, heartbeat verdicts, faults, every message sent and
+//!   received), read back after the run.
+//! - [`trace`]: the message trace: each send and receive as a history line,
+//!   paired back into messages.
 //! - [`check`]: the invariant checker over the history and the final store.
 //! - [`report`]: `report.json`, the terminal summary, the plots and the
 //!   progress line.
@@ -84,6 +87,7 @@ pub mod peer;
 pub mod report;
 pub mod role;
 pub mod rundir;
+pub mod trace;
 pub mod trader;
 pub mod warehouse;
 pub mod wire;
