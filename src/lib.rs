@@ -60,6 +60,7 @@
 //!   received), read back after the run.
 //! - [`trace`]: the message trace: each send and receive as a history line,
 //!   paired back into messages.
+//! - [`diagram`]: a Lamport space-time diagram of a window of a run (SVG).
 //! - [`check`]: the invariant checker over the history and the final store.
 //! - [`report`]: `report.json`, the terminal summary, the plots and the
 //!   progress line.
@@ -71,6 +72,7 @@ pub mod check;
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod diagram;
 pub mod election;
 pub mod experiment;
 pub mod failover;
