@@ -240,14 +240,19 @@ impl<'a> Run<'a> {
             .into_iter()
             .filter(|k| drawn_on(k.node) || k.class == "epoch")
             .collect();
-        let svg = Canvas::new(
-            &columns,
-            window,
-            from_us,
-            to_us,
-            messages.len() * 2 + marks.len(),
-        )
-        .render(&messages, &marks, left_out, !self.history.trace.is_empty());
+        let times = messages
+            .iter()
+            .flat_map(|m| [m.sent, m.received])
+            .flatten()
+            .map(|e| e.wall_us)
+            .chain(marks.iter().map(|k| k.at_us))
+            .collect();
+        let svg = Canvas::new(&columns, window, from_us, to_us, times).render(
+            &messages,
+            &marks,
+            left_out,
+            !self.history.trace.is_empty(),
+        );
         Ok(Drawn {
             svg,
             messages: messages.len(),
@@ -337,22 +342,41 @@ fn colour(kind: Kind) -> &'static str {
 }
 
 /// Geometry: where a node's line and a time are.
+///
+/// Time runs down in event order: every distinct time at which something is
+/// drawn (a send, a receive, a mark) gets a row of its own, and times in
+/// between are placed proportionally between their rows. So a burst of
+/// messages a few µs apart on loopback reads as well as a quiet stretch,
+/// while the order of events (and with it causality) is kept exactly; the
+/// axis on the left gives the wall time.
 struct Canvas<'c> {
     columns: &'c [NodeId],
     window: Window,
     from_us: u64,
     to_us: u64,
+    /// The distinct times drawn, ascending (absolute wall µs, in the window).
+    times: Vec<u64>,
     height: f64,
 }
 
 impl<'c> Canvas<'c> {
-    fn new(columns: &'c [NodeId], window: Window, from_us: u64, to_us: u64, events: usize) -> Self {
-        let height = (events as f64 * PER_EVENT).clamp(MIN_HEIGHT, MAX_HEIGHT);
+    fn new(
+        columns: &'c [NodeId],
+        window: Window,
+        from_us: u64,
+        to_us: u64,
+        mut times: Vec<u64>,
+    ) -> Self {
+        times.retain(|t| *t >= from_us && *t <= to_us);
+        times.sort_unstable();
+        times.dedup();
+        let height = ((times.len() + 1) as f64 * PER_EVENT).clamp(MIN_HEIGHT, MAX_HEIGHT);
         Canvas {
             columns,
             window,
             from_us,
             to_us,
+            times,
             height,
         }
     }
@@ -362,10 +386,34 @@ impl<'c> Canvas<'c> {
         LEFT + COLUMN * (i as f64 + 0.5)
     }
 
-    /// The y of wall time `us`, not clamped.
+    /// The y of wall time `us`: its row, or between the rows of the times
+    /// around it; the window's edges for times outside it.
     fn y(&self, us: u64) -> f64 {
-        let span = (self.to_us - self.from_us).max(1) as f64;
-        TOP + (us as f64 - self.from_us as f64) / span * self.height
+        if us < self.from_us {
+            return TOP;
+        }
+        if us > self.to_us {
+            return self.bottom();
+        }
+        let n = self.times.len();
+        let row = self.height / (n + 1) as f64;
+        // Knots: the window's start, each time's row, the window's end.
+        let knot = |i: usize| -> (u64, f64) {
+            match i {
+                0 => (self.from_us, TOP),
+                i if i <= n => (self.times[i - 1], TOP + row * i as f64),
+                _ => (self.to_us, self.bottom()),
+            }
+        };
+        let i = self.times.partition_point(|t| *t < us);
+        if i < n && self.times[i] == us {
+            return knot(i + 1).1;
+        }
+        let ((t0, y0), (t1, y1)) = (knot(i), knot(i + 1));
+        if t1 <= t0 {
+            return y0;
+        }
+        y0 + (y1 - y0) * (us - t0) as f64 / (t1 - t0) as f64
     }
 
     fn bottom(&self) -> f64 {
@@ -379,7 +427,8 @@ impl<'c> Canvas<'c> {
         left_out: usize,
         traced: bool,
     ) -> String {
-        let width = LEFT + COLUMN * self.columns.len() as f64 + 20.0;
+        // Room on the right for a mark's text on the last line.
+        let width = LEFT + COLUMN * self.columns.len() as f64 + 130.0;
         let total = self.bottom() + BOTTOM;
         let mut s = String::with_capacity(1024 + messages.len() * 400);
         let _ = write!(
@@ -426,36 +475,31 @@ impl<'c> Canvas<'c> {
         s
     }
 
-    /// The time axis on the left: seconds since the run's first event.
+    /// The time axis on the left, in seconds since the run's first event:
+    /// the window's ends, and a row's time every few rows.
     fn axis(&self, s: &mut String) {
-        let span_ms = (self.to_us - self.from_us) as f64 / 1e3;
-        let raw = span_ms / 10.0;
-        let mag = 10f64.powf(raw.log10().floor());
-        let step = [1.0, 2.0, 5.0, 10.0]
-            .iter()
-            .map(|m| m * mag)
-            .find(|st| *st >= raw)
-            .unwrap_or(10.0 * mag)
-            .max(0.001);
-        let from_ms = self.window.from.as_secs_f64() * 1e3;
-        let mut t = (from_ms / step).ceil() * step;
-        let mut ticks = 0;
-        while t <= from_ms + span_ms && ticks < 100 {
-            let us = self.from_us as f64 + (t - from_ms) * 1e3;
-            let y = self.y(us as u64);
+        let right = LEFT + COLUMN * self.columns.len() as f64;
+        let label = |s: &mut String, us: u64, y: f64| {
             let _ = writeln!(
                 s,
-                "<line x1=\"{:.1}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/>\
-                 <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#555\">{:.3} s</text>",
+                "<line x1=\"{:.1}\" y1=\"{y:.1}\" x2=\"{right:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/>\
+                 <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#555\">{:.4} s</text>",
                 LEFT - 6.0,
-                LEFT + COLUMN * self.columns.len() as f64,
                 LEFT - 8.0,
                 y + 3.0,
-                t / 1e3
+                self.secs(us)
             );
-            t += step;
-            ticks += 1;
+        };
+        label(s, self.from_us, TOP);
+        let mut last = TOP;
+        for t in &self.times {
+            let y = self.y(*t);
+            if y - last >= 48.0 && self.bottom() - y >= 24.0 {
+                label(s, *t, y);
+                last = y;
+            }
         }
+        label(s, self.to_us, self.bottom());
     }
 
     fn mark(&self, s: &mut String, k: &Mark) {
@@ -514,7 +558,6 @@ impl<'c> Canvas<'c> {
 
     fn arrow(&self, s: &mut String, m: &Message) {
         let (x1, x2) = (self.x(m.from), self.x(m.to));
-        let (top, bottom) = (TOP, self.bottom());
         let c = colour(m.kind);
         let msg = m.kind.msg().map_or(String::new(), |n| format!(" {n}"));
         let at_receive = m
@@ -536,23 +579,17 @@ impl<'c> Canvas<'c> {
             (None, None) => return,
         };
         let mut start = (x1, y1);
-        let at = |p: (f64, f64), q: (f64, f64), y: f64| {
-            let f = if (q.1 - p.1).abs() < 1e-9 {
-                0.0
-            } else {
-                (y - p.1) / (q.1 - p.1)
-            };
-            (p.0 + (q.0 - p.0) * f, y)
-        };
-        let mut clipped = false;
-        if start.1 < top {
-            start = at(start, end, top);
-            clipped = true;
+        // An end outside the window: cut at the window's edge, short of the
+        // other node's line.
+        let before = m.sent.is_some_and(|e| e.wall_us < self.from_us);
+        let after = m.received.is_some_and(|e| e.wall_us > self.to_us);
+        if before {
+            start = (x1 + (x2 - x1) * 0.15, TOP);
         }
-        if end.1 > bottom {
-            end = at(start, end, bottom);
-            clipped = true;
+        if after {
+            end = (x1 + (x2 - x1) * 0.85, self.bottom());
         }
+        let clipped = before || after;
         if lost {
             class.push_str(" lost");
         }
