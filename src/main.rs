@@ -43,7 +43,9 @@ Environment:
   BAZAAR_LOG  what the logs show: a level (error, warn, info, debug, trace) or
               a filter such as `warn,bazaar::peer=debug` (tracing's EnvFilter).
               Default `info` for `bazaar node` (and so for each node of `bazaar
-              run`, in RUN_DIR/logs/), `warn` for the other commands' stderr.";
+              run`, in RUN_DIR/logs/), `warn` for the other commands' stderr.
+              `debug` (or `info,bazaar::trace=debug`) also logs each message
+              a node sends and receives, with its Lamport stamps.";
 
 /// Exit codes (the long help's table).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
