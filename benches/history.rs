@@ -2,7 +2,8 @@
 //!
 //! - `history_append`: building N request events (invoke + completion) and
 //!   appending them to a history file, against building them and writing
-//!   nothing: the cost of one event.
+//!   nothing: the cost of one event; and the message trace of N requests
+//!   on one end (the buy sent, the reply received): the cost of a trace line.
 //! - `request_round_trip`: N buys over loopback TCP through a real [`Link`]
 //!   to a node that grants them at once, with the client's invoke and
 //!   completion appended to a history file per request, against the same
@@ -26,7 +27,7 @@ use bazaar::link::Link;
 use bazaar::net::{BoxFuture, Tcp, Transport};
 use bazaar::node::{Handler, ServeOptions, serve};
 use bazaar::trace::Trace;
-use bazaar::wire::{Body, NodeId, Order, ProductId, Qty, RequestId, Side};
+use bazaar::wire::{Body, Envelope, NodeId, Order, ProductId, Qty, RequestId, Side};
 
 const N: u64 = 1000;
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -83,6 +84,37 @@ fn append(c: &mut Criterion) {
             for seq in 0..N {
                 writer.append(&invoke(id(seq))).expect("append");
                 writer.append(&complete(id(seq), 700)).expect("append");
+            }
+        })
+    });
+    // The trace of the same 1000 requests on one node: each request's buy
+    // sent and its reply received (a client's two lines; the server writes
+    // two more into its own history).
+    let trace = Trace::to(Arc::new(
+        Writer::for_node(dir.path(), NodeId(2)).expect("history file"),
+    ));
+    g.bench_function(BenchmarkId::new("trace a send and a receive", N), |b| {
+        b.iter(|| {
+            for seq in 0..N {
+                let buy = Envelope {
+                    from: NodeId(1),
+                    clock: Lamport(2 * seq),
+                    body: Body::Buy(Order {
+                        id: id(seq),
+                        product: ProductId(0),
+                        qty: Qty(3),
+                    }),
+                };
+                trace.sent(NodeId(6), &buy);
+                let reply = Envelope {
+                    from: NodeId(6),
+                    clock: Lamport(2 * seq + 1),
+                    body: Body::Granted {
+                        id: id(seq),
+                        qty: Qty(3),
+                    },
+                };
+                trace.received(&reply, Lamport(2 * seq + 2));
             }
         })
     });
