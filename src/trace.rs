@@ -164,6 +164,11 @@ impl Kind {
     }
 }
 
+/// The request id a body carries or answers, for the debug log (`1#5`, or `-`).
+fn show_id(body: &Body) -> String {
+    id_of(body).map_or_else(|| "-".into(), |i| i.to_string())
+}
+
 /// The request id a body carries or answers.
 fn id_of(body: &Body) -> Option<RequestId> {
     body.request_id().or_else(|| body.reply_id())
@@ -224,7 +229,13 @@ impl Trace {
     /// `env` leaves for `to`, stamped.
     pub fn sent(&self, to: NodeId, env: &Envelope) {
         let kind = Kind::of(&env.body);
-        tracing::debug!(%to, lamport = env.clock.0, "sent {}", env.body.name());
+        tracing::debug!(
+            %to,
+            lamport = env.clock.0,
+            id = %show_id(&env.body),
+            "sent {}",
+            env.body.name()
+        );
         if let Some(h) = &self.history {
             h.record(&Event::Sent(Sent {
                 wall_us: wall_us(),
@@ -244,6 +255,7 @@ impl Trace {
             from = %env.from,
             sent = env.clock.0,
             lamport = now.0,
+            id = %show_id(&env.body),
             "received {}",
             env.body.name()
         );
