@@ -8,7 +8,8 @@
 //! carrying [`PROTOCOL_VERSION`]; the listener answers [`Body::Welcome`], or
 //! [`Refusal::VersionMismatch`] and closes. Every frame is stamped with the
 //! sender's Lamport clock as it leaves ([`Clock::tick`]); the writer flushes
-//! once its queue is empty, so pipelined messages share a system call.
+//! once its queue is empty, so pipelined messages share a system call, and
+//! records each frame it sends in the node's message trace ([`Trace`]).
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::trace::Trace;
 use crate::wire::frame::{FrameError, read_frame, write_frame};
 use crate::wire::{Body, Envelope, NodeId, PROTOCOL_VERSION, Refusal, RequestId};
 
@@ -25,6 +27,8 @@ use crate::wire::{Body, Envelope, NodeId, PROTOCOL_VERSION, Refusal, RequestId};
 pub struct Sender {
     pub me: NodeId,
     pub clock: Arc<Clock>,
+    /// Where [`Sender::write_all`] records what it sends.
+    pub trace: Trace,
 }
 
 impl Sender {
@@ -113,7 +117,9 @@ impl Sender {
         stop: CancellationToken,
     ) {
         while let Some(body) = outbox.recv().await {
-            if let Err(e) = write_frame(&mut wr, &self.stamp(body)).await {
+            let env = self.stamp(body);
+            self.trace.sent(peer, &env);
+            if let Err(e) = write_frame(&mut wr, &env).await {
                 tracing::warn!(%peer, "send failed: {e}");
                 break;
             }

@@ -137,6 +137,10 @@ pub enum Event {
     Flush(Flush),
     /// An election result, fault, detection, promotion or retry.
     Failover(Record),
+    /// A message this node sent (the message trace, [`crate::trace`]).
+    Sent(crate::trace::Sent),
+    /// A message this node received.
+    Received(crate::trace::Received),
     Closed(Mark),
 }
 
@@ -149,6 +153,8 @@ impl Event {
             Event::Complete(e) => e.wall_us,
             Event::Flush(e) => e.wall_us,
             Event::Failover(r) => r.wall_us,
+            Event::Sent(e) => e.wall_us,
+            Event::Received(e) => e.wall_us,
         }
     }
 }
@@ -490,6 +496,9 @@ pub struct History {
     /// Election results, faults, detections, promotions and retries, in the
     /// order of their wall time.
     pub failover: Vec<Record>,
+    /// Every message sent and received, by the node that recorded it (none
+    /// in a history from before the trace).
+    pub trace: crate::trace::Lines,
     /// Histories that were not closed cleanly (their node was killed).
     pub unclosed: Vec<PathBuf>,
     /// How each node's history ended.
@@ -563,6 +572,10 @@ impl History {
                         }
                         h.failover.push(r.clone());
                     }
+                    // Every node's file opens with its mark: a line before
+                    // it names no sender or receiver and is left out.
+                    Event::Sent(e) => h.trace.sent.extend(node.map(|n| (n, *e))),
+                    Event::Received(e) => h.trace.received.extend(node.map(|n| (n, *e))),
                 }
             }
             if let Some(node) = node {

@@ -56,7 +56,11 @@
 //! - [`market`]: the launcher behind `bazaar run`.
 //! - [`rundir`]: a run directory's layout and what is read back from it.
 //! - [`history`]: each node's log of events (request invokes and completions,
-//!   flushes, elections, heartbeat verdicts, faults), read back after the run.
+//!   flushes, elections, heartbeat verdicts, faults, every message sent and
+//!   received), read back after the run.
+//! - [`trace`]: the message trace: each send and receive as a history line,
+//!   paired back into messages.
+//! - [`diagram`]: a Lamport space-time diagram of a window of a run (SVG).
 //! - [`check`]: the invariant checker over the history and the final store.
 //! - [`report`]: `report.json`, the terminal summary, the plots and the
 //!   progress line.
@@ -70,6 +74,7 @@ pub mod check;
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod diagram;
 pub mod election;
 pub mod experiment;
 pub mod failover;
@@ -87,6 +92,7 @@ pub mod report;
 pub mod role;
 pub mod rundir;
 pub mod sim;
+pub mod trace;
 pub mod trader;
 pub mod warehouse;
 pub mod wire;

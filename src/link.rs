@@ -5,7 +5,9 @@
 //! which may come back out of order, is matched by that id. A lost connection
 //! fails the requests in flight on it and is made anew by the next call; so
 //! is one on which nothing at all was heard for a whole call's deadline.
-//! Every call has a deadline; a slow peer delays only its own callers.
+//! Every call has a deadline; a slow peer delays only its own callers. A
+//! [`Link::traced`] link records what it sends and receives in the node's
+//! message trace ([`crate::trace`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::connection::Sender;
 use crate::net::Transport;
+use crate::trace::Trace;
 use crate::wire::frame::read_frame;
 use crate::wire::{Body, NodeId, RequestId};
 
@@ -78,6 +81,7 @@ pub struct Link {
     addr: SocketAddr,
     transport: Arc<dyn Transport>,
     clock: Arc<Clock>,
+    trace: Trace,
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
 }
 
@@ -95,8 +99,15 @@ impl Link {
             addr,
             transport,
             clock,
+            trace: Trace::off(),
             conn: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The link, recording its messages in `trace` (untraced by default).
+    pub fn traced(mut self, trace: Trace) -> Self {
+        self.trace = trace;
+        self
     }
 
     pub fn peer(&self) -> NodeId {
@@ -184,6 +195,7 @@ impl Link {
         let sender = Sender {
             me: self.me,
             clock: self.clock.clone(),
+            trace: self.trace.clone(),
         };
         sender
             .hello(&mut rd, &mut wr)
@@ -198,6 +210,7 @@ impl Link {
 
         // Reader: hands each reply to the caller waiting under its id.
         let (clock, stop, waiting) = (self.clock.clone(), closed.clone(), pending.clone());
+        let trace = self.trace.clone();
         let last = heard.clone();
         tokio::spawn(async move {
             loop {
@@ -212,7 +225,7 @@ impl Link {
                         break;
                     }
                 };
-                clock.observe(env.clock);
+                trace.received(&env, clock.observe(env.clock));
                 *last.lock().expect("heard") = Instant::now();
                 let Some(id) = env.body.reply_id() else {
                     tracing::warn!(%peer, "unexpected {} on a client connection", env.body.name());

@@ -43,7 +43,9 @@ Environment:
   BAZAAR_LOG  what the logs show: a level (error, warn, info, debug, trace) or
               a filter such as `warn,bazaar::peer=debug` (tracing's EnvFilter).
               Default `info` for `bazaar node` (and so for each node of `bazaar
-              run`, in RUN_DIR/logs/), `warn` for the other commands' stderr.";
+              run`, in RUN_DIR/logs/), `warn` for the other commands' stderr.
+              `debug` (or `info,bazaar::trace=debug`) also logs each message
+              a node sends and receives, with its Lamport stamps.";
 
 /// Exit codes (the long help's table).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -200,6 +202,27 @@ enum Cmd {
         #[arg(long)]
         open: bool,
     },
+    /// Draw a Lamport space-time diagram of a window of a run as SVG: one
+    /// vertical line per node, an arrow per message (kind, message number,
+    /// Lamport stamps), faults, detections and epoch changes marked.
+    #[command(after_long_help = AFTER_LONG_HELP)]
+    Diagram {
+        /// A run directory, e.g. runs/latest.
+        run_dir: PathBuf,
+        /// Where the window starts, after the run's first history event (the
+        /// report's time axis): "1.5s", "300ms", or seconds ("1.5").
+        #[arg(long, default_value = "0s", value_parser = parse_time)]
+        from: Duration,
+        /// Where the window ends (default: 1 s after --from).
+        #[arg(long, value_parser = parse_time)]
+        to: Option<Duration>,
+        /// The nodes to draw, in this order: "warehouse,peer5,6" (default: every node).
+        #[arg(long, value_delimiter = ',', value_parser = bazaar::diagram::parse_node)]
+        nodes: Option<Vec<NodeId>>,
+        /// Where to write the SVG (default: RUN_DIR/diagram.svg).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Print the books of a stopped warehouse's data directory, product by product.
     #[command(after_long_help = AFTER_LONG_HELP)]
     Stock {
@@ -262,6 +285,7 @@ fn main() -> ExitCode {
             | Cmd::Report { .. }
             | Cmd::Stock { .. }
             | Cmd::Sim { .. }
+            | Cmd::Diagram { .. }
             | Cmd::Config
     );
     // The simulator runs thousands of markets: their nodes' logs only when asked.
@@ -287,7 +311,10 @@ fn main() -> ExitCode {
     };
     // Everything `check` and `report` do is read a run directory (and write
     // its report): a failure there is an unreadable run directory.
-    let reads_run_dir = matches!(cli.command, Cmd::Check { .. } | Cmd::Report { .. });
+    let reads_run_dir = matches!(
+        cli.command,
+        Cmd::Check { .. } | Cmd::Report { .. } | Cmd::Diagram { .. }
+    );
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code.into(),
         Err(e) => {
@@ -430,6 +457,40 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<Exit> {
             // turmoil makes runtimes of its own: off this one's threads.
             tokio::task::spawn_blocking(move || simulate(args)).await?
         }
+        Cmd::Diagram {
+            run_dir,
+            from,
+            to,
+            nodes,
+            out,
+        } => {
+            let dir = RunDir { root: run_dir };
+            let history_dir = dir.history();
+            if !history_dir.is_dir() {
+                bail!(RunDirError(format!(
+                    "{} has no history/ directory; is it a run directory (e.g. runs/latest)?",
+                    dir.root.display()
+                )));
+            }
+            let history = bazaar::history::History::read_dir(&history_dir)?;
+            let to = to.unwrap_or(from + Duration::from_secs(1));
+            let window = bazaar::diagram::Window::new(from, to);
+            let drawn = bazaar::diagram::draw(&history, window, nodes.as_deref())?;
+            let out = out.unwrap_or_else(|| dir.root.join("diagram.svg"));
+            std::fs::write(&out, &drawn.svg)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!(
+                "diagram  {} ({} messages, {window})",
+                out.display(),
+                drawn.messages
+            );
+            if !drawn.traced {
+                eprintln!(
+                    "warning: this run's history has no message trace (a run from before it): only nodes and marks are drawn"
+                );
+            }
+            Ok(Exit::Ok)
+        }
         Cmd::Stock { data_dir, config } => {
             let snap = Store::snapshot(&data_dir).with_context(|| {
                 RunDirError(format!(
@@ -481,6 +542,16 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
     }
+}
+
+/// A time for `--from`/`--to`: "1.5s", "300ms", or plain seconds ("1.5").
+fn parse_time(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.trim().parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("{s:?} is not a time of zero or more seconds"));
+    }
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a time (\"1.5s\", \"300ms\" or seconds): {e}"))
 }
 
 /// The longest line a launched node reads from the launcher: the address

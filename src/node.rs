@@ -4,7 +4,8 @@
 //! [`ServeOptions::hello_timeout`]), then carries frames whose requests are
 //! handled concurrently, up to [`ServeOptions::max_in_flight`] per connection,
 //! and answered in whatever order they finish. A bad frame closes its own
-//! connection with a logged reason; the node goes on.
+//! connection with a logged reason; the node goes on. Every frame after the
+//! hello is recorded in the node's message trace ([`crate::trace`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use crate::clock::Clock;
 use crate::config::{Config, Role};
 use crate::connection::Sender;
 use crate::net::{BoxFuture, BoxStream, Listener, Transport};
+use crate::trace::Trace;
 use crate::wire::frame::{FrameError, read_len, read_payload};
 use crate::wire::{Body, NodeId, Refusal};
 
@@ -67,11 +69,13 @@ impl Default for ServeOptions {
     }
 }
 
-/// Accepts connections until `stop`, serving each with `handler`.
+/// Accepts connections until `stop`, serving each with `handler`; records
+/// what they carry in `trace`.
 pub async fn serve(
     mut listener: Box<dyn Listener>,
     me: NodeId,
     clock: Arc<Clock>,
+    trace: Trace,
     handler: Arc<dyn Handler>,
     opts: ServeOptions,
     stop: CancellationToken,
@@ -92,6 +96,7 @@ pub async fn serve(
         let conn = Connection {
             me,
             clock: clock.clone(),
+            trace: trace.clone(),
             handler: handler.clone(),
             opts,
             stop: stop.child_token(),
@@ -108,6 +113,7 @@ pub async fn serve(
 struct Connection {
     me: NodeId,
     clock: Arc<Clock>,
+    trace: Trace,
     handler: Arc<dyn Handler>,
     opts: ServeOptions,
     stop: CancellationToken,
@@ -120,6 +126,7 @@ impl Connection {
         let sender = Sender {
             me: self.me,
             clock: self.clock.clone(),
+            trace: self.trace.clone(),
         };
 
         let hello = tokio::time::timeout(self.opts.hello_timeout, async {
@@ -162,7 +169,7 @@ impl Connection {
                     }
                 }
             };
-            self.clock.observe(env.clock);
+            self.trace.received(&env, self.clock.observe(env.clock));
             let Ok(permit) = in_flight.clone().acquire_owned().await else {
                 break Ok(());
             };
@@ -263,13 +270,22 @@ impl NodeContext {
     /// A link from this node to `node`, if the address book has it.
     pub fn link_to(&self, node: NodeId) -> Option<crate::link::Link> {
         let addr = self.book.get(node)?;
-        Some(crate::link::Link::new(
-            self.me,
-            node,
-            addr,
-            self.transport.clone(),
-            self.clock.clone(),
-        ))
+        Some(
+            crate::link::Link::new(
+                self.me,
+                node,
+                addr,
+                self.transport.clone(),
+                self.clock.clone(),
+            )
+            .traced(self.trace()),
+        )
+    }
+
+    /// Where this node's connections record the messages they carry: its
+    /// history.
+    pub fn trace(&self) -> Trace {
+        Trace::to(self.history.clone())
     }
 
     /// Appends a failover line (see [`crate::membership::Record`]) to the

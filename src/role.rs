@@ -31,6 +31,7 @@ pub async fn run(
         listener,
         ctx.me,
         ctx.clock.clone(),
+        ctx.trace(),
         Arc::new(warehouse),
         opts,
         stop_all.clone(),

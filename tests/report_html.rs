@@ -1,8 +1,12 @@
-//! The HTML report, as a person sees it: a whole market of real processes
-//! (2 traders, one SIGKILLed at 1 s), then its `report.html` opened in
-//! headless Chromium. The page must fetch nothing, and in the browser the
-//! verdict table and every plot must be there and visible, with nothing
-//! logged to the console.
+//! The HTML report, as a person sees it: the failover example
+//! (`examples/failover.toml`: 6 peers, 2 traders, one SIGKILLed), its
+//! times scaled down (4 s of trading, the kill at 2 s), run as a whole
+//! market of real processes, then its `report.html` opened in headless
+//! Chromium. The page must fetch nothing, and in the browser the verdict
+//! table, every plot and the space-time diagrams (the market's first second,
+//! around the kill) must be there and visible, with nothing logged to the
+//! console. With `BAZAAR_SCREENSHOT=FILE.png` the test also saves a
+//! screenshot of the whole page there.
 //!
 //! Chromium is `/usr/bin/chromium` (Debian's `chromium`), or the binary
 //! `BAZAAR_CHROMIUM` names. Where there is none the browser half says so and
@@ -102,6 +106,7 @@ window.addEventListener("load", () => {{
     out.push(id + (shown && drawn ? " visible" : " hidden"));
   }}
   out.push("verdict rows " + document.querySelectorAll("#verdicts tbody tr").length);
+  out.push("page height " + document.documentElement.scrollHeight);
   document.getElementById("probe").textContent = out.join("\n");
 }});
 </script>"##,
@@ -109,23 +114,27 @@ window.addEventListener("load", () => {{
     )
 }
 
+/// The failover example with its times scaled down: 4 s of trading, the
+/// kill at 2 s.
+fn failover_example() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/failover.toml");
+    let mut cfg: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
+    let market = cfg["market"].as_table_mut().unwrap();
+    market.insert("duration".into(), "4s".into());
+    market.insert("seed".into(), 11.into());
+    let faults = cfg["faults"].as_array_mut().unwrap();
+    assert_eq!(faults.len(), 1, "the example kills one trader");
+    faults[0]
+        .as_table_mut()
+        .unwrap()
+        .insert("at".into(), "2s".into());
+    cfg.to_string()
+}
+
 #[test]
 fn the_html_report_of_a_failover_renders_in_a_browser() {
     let dir = tempfile::tempdir().unwrap();
-    let (runs, out) = common::run_market(
-        dir.path(),
-        r#"
-[market]
-name = "html"
-duration = "3s"
-seed = 11
-traders = 2
-
-[[faults]]
-at = "1s"
-kill = "trader"
-"#,
-    );
+    let (runs, out) = common::run_market(dir.path(), &failover_example());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -175,6 +184,29 @@ kill = "trader"
         .collect();
     assert!(stems.len() >= 8, "{stems:?}");
     ids.extend(stems.iter().map(|s| format!("plot-{s}")));
+    // The space-time diagrams: the first second, and around the kill.
+    assert_eq!(
+        report.diagrams,
+        [
+            PathBuf::from("diagrams/start.svg"),
+            PathBuf::from("diagrams/fault-1.svg")
+        ]
+    );
+    for d in &report.diagrams {
+        let svg = std::fs::read_to_string(run.join(d)).unwrap();
+        assert!(svg.contains("<g class=\"msg"), "{d:?} has no message");
+    }
+    let kill = std::fs::read_to_string(run.join("diagrams/fault-1.svg")).unwrap();
+    assert!(kill.contains("class=\"mark fault\""), "the kill is marked");
+    assert!(
+        kill.contains("class=\"mark detection\""),
+        "the detection is marked"
+    );
+    assert!(
+        kill.contains("class=\"mark epoch\""),
+        "the new epoch is marked"
+    );
+    ids.extend(["diagram-start".to_string(), "diagram-fault-1".to_string()]);
     let probed = run.join("probe.html");
     std::fs::write(
         &probed,
@@ -198,4 +230,24 @@ kill = "trader"
     );
     let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
     assert!(console.is_empty(), "the browser logged: {console:#?}");
+
+    if let Some(png) = std::env::var_os("BAZAAR_SCREENSHOT") {
+        let height: u32 = seen
+            .lines()
+            .find_map(|l| l.strip_prefix("page height "))
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(8000);
+        let png = PathBuf::from(png);
+        let (_, log) = browse(
+            &chromium,
+            &html_path,
+            &[
+                &format!("--screenshot={}", png.display()),
+                &format!("--window-size=1280,{}", height.min(16000)),
+                "--hide-scrollbars",
+            ],
+        );
+        assert!(png.is_file(), "no screenshot at {}: {log}", png.display());
+        eprintln!("screenshot of the report: {}", png.display());
+    }
 }

@@ -89,6 +89,7 @@ pub async fn run(
         listener,
         ctx.me,
         ctx.clock.clone(),
+        ctx.trace(),
         Arc::new(PeerHandler(svc.clone())),
         opts,
         stop_all.clone(),

@@ -1,7 +1,8 @@
 //! `report.html`: one self-contained page per run, to open in a browser. It
 //! holds the summary's headline, the checker's verdicts, why the run was
-//! degraded, the numbers, the failover timeline, every plot (the SVG inline)
-//! and the report itself as JSON (`<script type="application/json"
+//! degraded, the numbers, the failover timeline, every plot (the SVG inline),
+//! the space-time diagrams of the message trace ([`super::diagrams`]: the
+//! market's first second and around each fault) and the report itself as JSON (`<script type="application/json"
 //! id="report-data">`). It fetches nothing: no script, stylesheet, font or
 //! image comes from anywhere else, so it reads the same offline, from a
 //! mail attachment or a CI artefact.
@@ -9,7 +10,7 @@
 use std::fmt::Write;
 
 use super::plots::Drawn;
-use super::{Report, Status, during_stop};
+use super::{Figure, Report, Status, during_stop};
 use crate::history::History;
 use crate::membership::{Happening, Record};
 use crate::wire::NodeId;
@@ -92,10 +93,12 @@ figure.plot svg { width: 100%; height: auto; max-width: 1200px; border: 1px soli
 figcaption { color: #555; margin-top: 0.3em; }
 pre { background: #f7f7f7; padding: 1em; overflow-x: auto; }
 nav a { margin-right: 1em; }
+.diagram-box { max-height: 1100px; overflow: auto; border: 1px solid #ddd; }
+figure.diagram svg { display: block; }
 ";
 
-/// The page for `report`, with the plots `drawn` inlined.
-pub fn page(report: &Report, history: &History, drawn: &[Drawn]) -> String {
+/// The page for `report`, with the plots `drawn` and the diagrams inlined.
+pub fn page(report: &Report, history: &History, drawn: &[Drawn], diagrams: &[Figure]) -> String {
     let mut h = String::new();
     let status = report.status();
     let (class, said) = match status {
@@ -149,12 +152,13 @@ pub fn page(report: &Report, history: &History, drawn: &[Drawn]) -> String {
     h.push_str(
         "<nav><a href=\"#checks\">verdicts</a><a href=\"#numbers\">numbers</a>\
          <a href=\"#failover\">failover</a><a href=\"#plots\">plots</a>\
-         <a href=\"#summary\">summary</a></nav>\n",
+         <a href=\"#diagrams\">diagrams</a><a href=\"#summary\">summary</a></nav>\n",
     );
     verdicts(&mut h, report);
     numbers(&mut h, report);
     timeline(&mut h, report, history);
     plots(&mut h, drawn);
+    figures(&mut h, diagrams);
     let _ = write!(
         h,
         "<section id=\"summary\">\n<h2>The terminal summary</h2>\n<pre>{}</pre>\n</section>\n",
@@ -379,6 +383,34 @@ fn plots(h: &mut String, drawn: &[Drawn]) {
     h.push_str("</section>\n");
 }
 
+fn figures(h: &mut String, diagrams: &[Figure]) {
+    h.push_str(
+        "<section id=\"diagrams\">\n<h2>Space-time diagrams</h2>\n<p>The message trace drawn \
+         as a Lamport diagram: one line per node, time flowing down; an arrow per message \
+         from its send to its receive, labelled with its kind, the document's message number \
+         and the Lamport stamps at both ends (hover for its request id and times). \
+         Draw any other window with <code>bazaar diagram RUN_DIR --from T --to T</code>.</p>\n",
+    );
+    if diagrams.is_empty() {
+        h.push_str(
+            "<p>No diagram could be drawn for this run (see the warning bazaar printed).</p>\n",
+        );
+    }
+    for d in diagrams {
+        let _ = write!(
+            h,
+            "<figure class=\"plot diagram\" id=\"diagram-{}\">\n<h3>{}</h3>\n<div class=\"diagram-box\">{}</div>\n\
+             <figcaption>{} Also <code>diagrams/{}.svg</code>.</figcaption>\n</figure>\n",
+            d.stem,
+            esc(&d.title),
+            d.svg.trim(),
+            esc(&d.caption),
+            d.stem
+        );
+    }
+    h.push_str("</section>\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,7 +423,7 @@ mod tests {
         );
         let (mut report, history) = crate::report::tests::sample();
         report.name = "</script><script>alert(1)</script>".into();
-        let page = page(&report, &history, &[]);
+        let page = page(&report, &history, &[], &[]);
         assert_eq!(
             page.matches("</script>").count(),
             1,
@@ -408,7 +440,7 @@ mod tests {
     #[test]
     fn the_page_fetches_nothing() {
         let (report, history) = crate::report::tests::sample();
-        let page = page(&report, &history, &[]);
+        let page = page(&report, &history, &[], &[]);
         for bad in ["src=", "<link", "url(", "@import", "http://", "https://"] {
             assert!(!page.contains(bad), "{bad}");
         }

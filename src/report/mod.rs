@@ -104,11 +104,147 @@ fn write(dir: &RunDir, judged: Judged) -> anyhow::Result<Report> {
         .flat_map(|d| [&d.png, &d.svg_file])
         .map(|f| f.strip_prefix(&dir.root).unwrap_or(f).to_path_buf())
         .collect();
+    let figures = diagrams(&report, &history);
+    let diagram_dir = dir.root.join(DIAGRAMS);
+    report.diagrams.clear();
+    for f in &figures {
+        let path = diagram_dir.join(format!("{}.svg", f.stem));
+        let written =
+            std::fs::create_dir_all(&diagram_dir).and_then(|_| std::fs::write(&path, &f.svg));
+        match written {
+            Ok(()) => report
+                .diagrams
+                .push(Path::new(DIAGRAMS).join(format!("{}.svg", f.stem))),
+            Err(e) => eprintln!("warning: cannot write {}: {e}", path.display()),
+        }
+    }
     report.write_json(&dir.report())?;
-    let page = html::page(&report, &history, &drawn);
+    let page = html::page(&report, &history, &drawn, &figures);
     std::fs::write(dir.html(), page)
         .with_context(|| format!("cannot write {}", dir.html().display()))?;
     Ok(report)
+}
+
+/// Where the report's diagrams go, under the run directory.
+pub const DIAGRAMS: &str = "diagrams";
+/// The most node lines in a report's diagram: the warehouse, every node
+/// that was ever a trader or struck by a fault, then the lowest others.
+const DIAGRAM_NODES: usize = 12;
+/// Around a fault, the diagram starts this long before it and ends this
+/// long after the detection (or the commit of the set without the victim).
+const DIAGRAM_MARGIN: Duration = Duration::from_millis(300);
+/// The longest window a fault's diagram covers (an undetected fault).
+const DIAGRAM_SPAN: Duration = Duration::from_secs(3);
+
+/// A space-time diagram of the report (see [`crate::diagram`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Figure {
+    /// `start`, `fault-1`, ...: the file's and the page element's name.
+    pub stem: String,
+    pub title: String,
+    pub caption: String,
+    pub svg: String,
+}
+
+/// The report's diagrams: the market's first second, and one around each
+/// fault, from a little before it to a little after its detection. A window
+/// too full to draw is shortened until it fits.
+pub fn diagrams(report: &Report, history: &History) -> Vec<Figure> {
+    use crate::diagram::{MAX_MESSAGES, Run, Window};
+    let run = Run::new(history);
+    let all: Vec<NodeId> = run.nodes().collect();
+    let nodes: Vec<NodeId> = if all.len() <= DIAGRAM_NODES {
+        all.clone()
+    } else {
+        let mut keep: std::collections::BTreeSet<NodeId> = [NodeId::WAREHOUSE].into();
+        for r in &history.failover {
+            match &r.what {
+                Happening::Elected { traders, .. } => keep.extend(traders),
+                Happening::Committed { view, .. } => keep.extend(&view.traders),
+                Happening::Fault { victim, .. } => {
+                    keep.insert(*victim);
+                }
+                _ => {}
+            }
+        }
+        let mut keep: Vec<NodeId> = keep.into_iter().take(DIAGRAM_NODES).collect();
+        for n in &all {
+            if keep.len() >= DIAGRAM_NODES {
+                break;
+            }
+            if !keep.contains(n) {
+                keep.push(*n);
+            }
+        }
+        keep.retain(|n| all.contains(n));
+        keep.sort();
+        keep
+    };
+    let since = |us: u64| Duration::from_micros(us.saturating_sub(history.first_us));
+    let mut windows: Vec<(String, String, Window)> = vec![(
+        "start".into(),
+        "The market's first second".into(),
+        Window::new(Duration::ZERO, Duration::from_secs(1)),
+    )];
+    for (i, f) in report.failover.faults.iter().enumerate() {
+        let at = since(f.wall_us);
+        let end = f
+            .detected
+            .as_ref()
+            .map(|d| since(d.found_us.max(d.wall_us)))
+            .unwrap_or(at + Duration::from_secs(1));
+        let from = at.saturating_sub(DIAGRAM_MARGIN);
+        let to = (end + DIAGRAM_MARGIN)
+            .min(at + DIAGRAM_SPAN)
+            .max(at + DIAGRAM_MARGIN);
+        let what = format!("{:?} {}", f.fault, f.victim).to_lowercase();
+        windows.push((
+            format!("fault-{}", i + 1),
+            format!("Around the fault: {what} at {:.2} s of trading", f.at_s),
+            Window::new(from, to),
+        ));
+    }
+    let only = (nodes.len() < all.len()).then_some(nodes.as_slice());
+    let mut figures = Vec::new();
+    for (stem, title, mut window) in windows {
+        // Shorten a window too full to draw (a large market's busy second).
+        for _ in 0..20 {
+            if run.count(window) <= MAX_MESSAGES
+                || window.to - window.from < Duration::from_millis(20)
+            {
+                break;
+            }
+            window.to = window.from + (window.to - window.from) / 2;
+        }
+        match run.draw(window, only) {
+            Ok(d) => {
+                let mut caption = format!(
+                    "{} messages from {window} (seconds since the run's first event, as on the plots).",
+                    d.messages
+                );
+                if d.left_out > 0 {
+                    let _ = std::fmt::Write::write_fmt(
+                        &mut caption,
+                        format_args!(
+                            " {} more, to or from nodes not drawn, are left out.",
+                            d.left_out
+                        ),
+                    );
+                }
+                if !d.traced {
+                    caption.push_str(" This run's history has no message trace.");
+                }
+                figures.push(Figure {
+                    stem,
+                    title,
+                    caption,
+                    svg: d.svg,
+                });
+            }
+            Err(e) => eprintln!("warning: no diagram {stem}: {e}"),
+        }
+    }
+    figures
 }
 
 /// How a run ended, as far as its exit code goes.
@@ -354,6 +490,10 @@ pub struct Report {
     /// The plot files written, relative to the run directory.
     #[serde(default)]
     pub plots: Vec<PathBuf>,
+    /// The space-time diagrams written (`diagrams/start.svg`,
+    /// `diagrams/fault-1.svg`, ...), relative to the run directory.
+    #[serde(default)]
+    pub diagrams: Vec<PathBuf>,
 }
 
 impl Report {
@@ -522,6 +662,7 @@ impl Report {
             stopped_us: trading.stopped_us,
             failover,
             plots: Vec::new(),
+            diagrams: Vec::new(),
         }
     }
 

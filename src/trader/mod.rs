@@ -54,13 +54,16 @@ impl Trader {
             .book
             .get(NodeId::WAREHOUSE)
             .context("a trader needs the warehouse's address")?;
-        let warehouse = Arc::new(Link::new(
-            ctx.me,
-            NodeId::WAREHOUSE,
-            addr,
-            ctx.transport.clone(),
-            ctx.clock.clone(),
-        ));
+        let warehouse = Arc::new(
+            Link::new(
+                ctx.me,
+                NodeId::WAREHOUSE,
+                addr,
+                ctx.transport.clone(),
+                ctx.clock.clone(),
+            )
+            .traced(ctx.trace()),
+        );
         let warehouse_timeout = ctx.config.market.request_timeout.mul_f64(0.8);
         let admission = match ctx.config.market.mode {
             Mode::Cached => Admission::Cached(driver::CachedTrader::start(
