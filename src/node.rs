@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::BufWriter;
+use tokio::io::{BufReader, BufWriter};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +23,10 @@ use crate::connection::Sender;
 use crate::net::{BoxFuture, BoxStream, Listener, Transport};
 use crate::wire::frame::{FrameError, read_len, read_payload};
 use crate::wire::{Body, NodeId, Refusal};
+
+/// The read buffer of a connection, each side: room for dozens of small
+/// frames per system call; a larger frame (a flush) is read through it.
+pub const READ_BUFFER: usize = 16 * 1024;
 
 /// What a node does with each message it receives.
 pub trait Handler: Send + Sync + 'static {
@@ -115,7 +119,11 @@ struct Connection {
 
 impl Connection {
     async fn run(self, stream: BoxStream) -> Result<(), String> {
-        let (mut rd, wr) = tokio::io::split(stream);
+        let (rd, wr) = tokio::io::split(stream);
+        // Buffered reads: one system call takes every frame that has arrived
+        // (a length prefix and its payload, or many pipelined frames), not two
+        // per frame.
+        let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
         let mut wr = BufWriter::new(wr);
         let sender = Sender {
             me: self.me,
