@@ -306,21 +306,30 @@ fn main() -> ExitCode {
     }
 }
 
-/// The runtime a command runs on. A node gets one thread (or `--threads`):
+/// The runtime a command runs on. A node gets one thread (or `--threads`,
+/// or `BAZAAR_NODE_THREADS`):
 /// a market on this machine runs many nodes on few cores, and a node's
 /// work is mostly waiting on sockets, which one thread does without
 /// handing tasks between workers. Everything else (the launchers, the
 /// in-process market, the bench) gets the multi-thread runtime.
 fn build_runtime(cmd: &Cmd) -> std::io::Result<tokio::runtime::Runtime> {
-    match cmd {
-        Cmd::Node { threads: 0, .. } => tokio::runtime::Builder::new_current_thread()
+    // `BAZAAR_NODE_THREADS` reaches the nodes `bazaar run` starts (to compare).
+    let from_env = std::env::var("BAZAAR_NODE_THREADS")
+        .ok()
+        .and_then(|t| t.parse::<usize>().ok());
+    let threads = match cmd {
+        Cmd::Node { threads: 0, .. } => from_env.unwrap_or(0),
+        Cmd::Node { threads, .. } => *threads,
+        _ => return tokio::runtime::Runtime::new(),
+    };
+    match threads {
+        0 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        Cmd::Node { threads, .. } => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(*threads)
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
             .enable_all()
             .build(),
-        _ => tokio::runtime::Runtime::new(),
     }
 }
 
