@@ -21,7 +21,9 @@ use bazaar::config::Config;
 use bazaar::trader::cached::{Action, Cache, Settings};
 use bazaar::warehouse::ledger::Ledger;
 use bazaar::wire::frame::{decode, encode};
-use bazaar::wire::{Body, Envelope, Epoch, FlushEntry, NodeId, Order, ProductId, Qty, RequestId, Side};
+use bazaar::wire::{
+    Body, Envelope, Epoch, FlushEntry, NodeId, Order, ProductId, Qty, RequestId, Side,
+};
 
 fn order(seq: u64, qty: u32) -> Order {
     Order {
@@ -65,7 +67,9 @@ fn frame(c: &mut Criterion) {
         },
     };
     let bytes = encode(&flush).expect("encodes");
-    g.bench_function("encode_flush_of_5", |b| b.iter(|| encode(black_box(&flush))));
+    g.bench_function("encode_flush_of_5", |b| {
+        b.iter(|| encode(black_box(&flush)))
+    });
     g.bench_function("decode_flush_of_5", |b| {
         b.iter(|| decode(black_box(&bytes[4..])))
     });

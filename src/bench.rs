@@ -298,9 +298,11 @@ fn market_config(
 /// whether every invariant held, and its run directory.
 async fn market(plan: &Plan, cfg: &Config) -> anyhow::Result<(Measure, bool, PathBuf)> {
     // Each market in a directory of its own, so the sampler finds its nodes.
-    let root = plan
-        .runs_dir
-        .join(format!("{}-{}", cfg.market.name, crate::rundir::timestamp()));
+    let root = plan.runs_dir.join(format!(
+        "{}-{}",
+        cfg.market.name,
+        crate::rundir::timestamp()
+    ));
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let stop = CancellationToken::new();
     let sampler = tokio::spawn(sample(root.clone(), plan.in_process, stop.clone()));
@@ -341,11 +343,10 @@ impl Samples {
         if b.0 <= a.0 {
             return None;
         }
-        let used = b
-            .1
-            .iter()
-            .map(|(k, v)| (k.clone(), v.saturating_sub(*a.1.get(k).unwrap_or(&0))))
-            .collect();
+        let used =
+            b.1.iter()
+                .map(|(k, v)| (k.clone(), v.saturating_sub(*a.1.get(k).unwrap_or(&0))))
+                .collect();
         Some((a.0, b.0, used))
     }
 }

@@ -262,12 +262,7 @@ fn newest_view(nodes: &[Running]) -> View {
 }
 
 /// Carries out a wedge (the one fault [`refuse_faults`] lets through).
-fn wedge(
-    kind: FaultKind,
-    target: Target,
-    nodes: &[Running],
-    rng: &mut StdRng,
-) -> Option<Record> {
+fn wedge(kind: FaultKind, target: Target, nodes: &[Running], rng: &mut StdRng) -> Option<Record> {
     let victim = match target {
         Target::Peer(n) => n,
         Target::Trader => {

@@ -35,7 +35,13 @@ fn a_cached_market_runs_in_one_process_and_holds_every_invariant() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let run = common::the_run(&runs);
-    for f in ["config.toml", "nodes.json", "report.json", "history", "data/warehouse"] {
+    for f in [
+        "config.toml",
+        "nodes.json",
+        "report.json",
+        "history",
+        "data/warehouse",
+    ] {
         assert!(run.join(f).exists(), "no {f} in {}", run.display());
     }
     let report = common::read_report(&run);
