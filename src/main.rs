@@ -536,10 +536,10 @@ async fn bench(a: BenchArgs) -> anyhow::Result<Exit> {
     let before: Option<Results> = match &a.compare {
         Some(p) => {
             let text = std::fs::read_to_string(p)
-                .with_context(|| ConfigError(format!("cannot read {}", p.display())))?;
-            Some(serde_json::from_str(&text).with_context(|| {
+                .map_err(|e| ConfigError(format!("--compare: cannot read {}: {e}", p.display())))?;
+            Some(serde_json::from_str(&text).map_err(|e| {
                 ConfigError(format!(
-                    "{} is not the JSON of a `bazaar bench --json`",
+                    "--compare: {} is not the JSON of a `bazaar bench --json`: {e}",
                     p.display()
                 ))
             })?)

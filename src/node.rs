@@ -25,8 +25,10 @@ use crate::wire::frame::{FrameError, read_len, read_payload};
 use crate::wire::{Body, NodeId, Refusal};
 
 /// The read buffer of a connection, each side: room for dozens of small
-/// frames per system call; a larger frame (a flush) is read through it.
-pub const READ_BUFFER: usize = 16 * 1024;
+/// frames (20 to 60 bytes) per system call; a larger frame (a flush) is read
+/// through it. Small, because a large market holds thousands of mostly idle
+/// connections (the election's), each with one of these at each end.
+pub const READ_BUFFER: usize = 4 * 1024;
 
 /// What a node does with each message it receives.
 pub trait Handler: Send + Sync + 'static {
