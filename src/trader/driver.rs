@@ -217,8 +217,10 @@ impl Driver {
             };
         }
         // What was confirmed last leaves the journal before the driver does.
-        self.forget_by = Some(now());
-        self.carry_out(Vec::new(), &answers_tx).await;
+        if !self.forget.is_empty() {
+            self.forget_by = Some(now());
+            self.carry_out(Vec::new(), &answers_tx).await;
+        }
         if !self.cache.settled() {
             tracing::warn!(
                 "stopping with {} accepted requests the warehouse has not confirmed; they stay in the journal",
