@@ -194,10 +194,10 @@ enum Cmd {
         /// Take the address book and stop signals on stdin (set by `bazaar run`).
         #[arg(long, hide = true)]
         launched: bool,
-        /// Worker threads of the node's runtime; 0 (the default): one thread,
-        /// the one the node starts on (see the README's performance section).
-        #[arg(long, default_value_t = 0, hide = true)]
-        threads: usize,
+        /// Threads of the node's runtime: 1 is the single-thread runtime;
+        /// default one worker per core (see the README's performance section).
+        #[arg(long, hide = true, value_parser = clap::value_parser!(usize))]
+        threads: Option<usize>,
     },
     /// Run one of the document's experiments (every cell a market run) and
     /// write its results, table and plots to runs/experiment-<name>-<timestamp>/.
@@ -306,27 +306,28 @@ fn main() -> ExitCode {
     }
 }
 
-/// The runtime a command runs on. A node gets one thread (or `--threads`,
-/// or `BAZAAR_NODE_THREADS`):
-/// a market on this machine runs many nodes on few cores, and a node's
-/// work is mostly waiting on sockets, which one thread does without
-/// handing tasks between workers. Everything else (the launchers, the
-/// in-process market, the bench) gets the multi-thread runtime.
+/// The runtime a command runs on. A node's is tokio's multi-thread runtime,
+/// one worker per core, unless `--threads N` (or `BAZAAR_NODE_THREADS=N`,
+/// which reaches the nodes `bazaar run` starts) says otherwise: 1 is the
+/// single-thread runtime. One thread halves a node's CPU per request, but
+/// on a machine loaded by others a node with one thread gets half the
+/// scheduler's share and stalls past its peers' deadlines (see the README's
+/// performance section), so it is not the default.
 fn build_runtime(cmd: &Cmd) -> std::io::Result<tokio::runtime::Runtime> {
-    // `BAZAAR_NODE_THREADS` reaches the nodes `bazaar run` starts (to compare).
-    let from_env = std::env::var("BAZAAR_NODE_THREADS")
-        .ok()
-        .and_then(|t| t.parse::<usize>().ok());
-    let threads = match cmd {
-        Cmd::Node { threads: 0, .. } => from_env.unwrap_or(0),
-        Cmd::Node { threads, .. } => *threads,
-        _ => return tokio::runtime::Runtime::new(),
+    let Cmd::Node { threads, .. } = cmd else {
+        return tokio::runtime::Runtime::new();
     };
+    let threads = threads.or_else(|| {
+        std::env::var("BAZAAR_NODE_THREADS")
+            .ok()
+            .and_then(|t| t.parse::<usize>().ok())
+    });
     match threads {
-        0 => tokio::runtime::Builder::new_current_thread()
+        None | Some(0) => tokio::runtime::Runtime::new(),
+        Some(1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        n => tokio::runtime::Builder::new_multi_thread()
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n)
             .enable_all()
             .build(),
