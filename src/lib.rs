@@ -54,6 +54,8 @@
 //! - [`peer`]: a peer's handler and drivers (join and elect, heartbeats and
 //!   succession, lease), the role switch, buyers, sellers and their client.
 //! - [`market`]: the launcher behind `bazaar run`.
+//! - [`inprocess`]: the in-process launcher behind `bazaar run --in-process`.
+//! - [`bench`]: `bazaar bench`, the market against a one-hop echo.
 //! - [`rundir`]: a run directory's layout and what is read back from it.
 //! - [`history`]: each node's log of events (request invokes and completions,
 //!   flushes, elections, heartbeat verdicts, faults, every message sent and
@@ -70,6 +72,7 @@
 //!   a set of market runs summed up in a table and plots.
 
 pub mod backoff;
+pub mod bench;
 pub mod check;
 pub mod clock;
 pub mod config;
@@ -80,6 +83,7 @@ pub mod experiment;
 pub mod failover;
 pub mod heartbeat;
 pub mod history;
+pub mod inprocess;
 pub mod launch;
 pub mod lease;
 pub mod link;

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::BufWriter;
+use tokio::io::{BufReader, BufWriter};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -190,7 +190,8 @@ impl Link {
                 addr,
                 reason: e.to_string(),
             })?;
-        let (mut rd, wr) = tokio::io::split(stream);
+        let (rd, wr) = tokio::io::split(stream);
+        let mut rd = BufReader::with_capacity(crate::node::READ_BUFFER, rd);
         let mut wr = BufWriter::new(wr);
         let sender = Sender {
             me: self.me,

@@ -128,6 +128,47 @@ enum Cmd {
         /// Where run directories are made (`<DIR>/<timestamp>-<name>/`, and `<DIR>/latest` links the newest).
         #[arg(long, value_name = "DIR", default_value = "runs")]
         runs_dir: PathBuf,
+        /// Run every node as a task tree in this one process and runtime (real
+        /// loopback TCP between them), not a process per node: for large
+        /// markets. Faults other than wedge are refused.
+        #[arg(long)]
+        in_process: bool,
+    },
+    /// Measure the market against a one-hop echo over bazaar's own transport:
+    /// throughput, latency and CPU per request in each mode, as ratios to the echo.
+    #[command(after_long_help = AFTER_LONG_HELP)]
+    Bench {
+        /// The modes to measure (default: strong and cached).
+        #[arg(long, value_enum)]
+        mode: Vec<ModeArg>,
+        /// Concurrent clients, each a buyer (or seller) peer with one request in flight.
+        #[arg(long, default_value_t = 32)]
+        clients: u32,
+        /// Measure this many answered requests per run.
+        #[arg(long, conflicts_with = "duration")]
+        requests: Option<u64>,
+        /// How long each run trades (default 10s; 2s with --quick).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Short runs (2 s each): the whole bench in under a minute, for CI.
+        #[arg(long)]
+        quick: bool,
+        /// Run each market in this process (see `run --in-process`).
+        #[arg(long)]
+        in_process: bool,
+        /// Leave out the half-load runs.
+        #[arg(long)]
+        no_half_load: bool,
+        /// Also write the results as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Show the change against an earlier `--json` FILE.
+        #[arg(long, value_name = "FILE")]
+        compare: Option<PathBuf>,
+        /// Where the markets' run directories go (default: a temporary
+        /// directory, removed at the end).
+        #[arg(long, value_name = "DIR")]
+        runs_dir: Option<PathBuf>,
     },
     /// Run one node in this process, with addresses from the config's [network].
     #[command(after_long_help = AFTER_LONG_HELP)]
@@ -155,6 +196,10 @@ enum Cmd {
         /// Take the address book and stop signals on stdin (set by `bazaar run`).
         #[arg(long, hide = true)]
         launched: bool,
+        /// Threads of the node's runtime: 1 is the single-thread runtime;
+        /// default one worker per core (see the README's performance section).
+        #[arg(long, hide = true, value_parser = clap::value_parser!(usize))]
+        threads: Option<usize>,
     },
     /// Run one of the document's experiments (every cell a market run) and
     /// write its results, table and plots to runs/experiment-<name>-<timestamp>/.
@@ -280,6 +325,7 @@ fn main() -> ExitCode {
     let quiet = matches!(
         cli.command,
         Cmd::Run { .. }
+            | Cmd::Bench { .. }
             | Cmd::Experiment { .. }
             | Cmd::Check { .. }
             | Cmd::Report { .. }
@@ -302,7 +348,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match build_runtime(&cli.command) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -332,6 +378,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// The runtime a command runs on. A node's is tokio's multi-thread runtime,
+/// one worker per core, unless `--threads N` (or `BAZAAR_NODE_THREADS=N`,
+/// which reaches the nodes `bazaar run` starts) says otherwise: 1 is the
+/// single-thread runtime. One thread halves a node's CPU per request, but
+/// on a machine loaded by others a node with one thread gets half the
+/// scheduler's share and stalls past its peers' deadlines (see the README's
+/// performance section), so it is not the default.
+fn build_runtime(cmd: &Cmd) -> std::io::Result<tokio::runtime::Runtime> {
+    let Cmd::Node { threads, .. } = cmd else {
+        return tokio::runtime::Runtime::new();
+    };
+    let threads = threads.or_else(|| {
+        std::env::var("BAZAAR_NODE_THREADS")
+            .ok()
+            .and_then(|t| t.parse::<usize>().ok())
+    });
+    match threads {
+        None | Some(0) => tokio::runtime::Runtime::new(),
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+}
+
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     Ok(match path {
         Some(p) => load_config_file(p)?,
@@ -351,6 +425,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<Exit> {
             seed,
             mode,
             runs_dir,
+            in_process,
         } => {
             let mut cfg = load_config(config.as_deref())?;
             if let Some(d) = duration {
@@ -363,8 +438,12 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<Exit> {
                 cfg.market.mode = m.into();
             }
             cfg.validate()?;
-            let exe = std::env::current_exe().context("cannot find the bazaar binary")?;
-            let report = bazaar::market::run(&cfg, &runs_dir, &exe).await?;
+            let report = if in_process {
+                bazaar::inprocess::run(&cfg, &runs_dir).await?
+            } else {
+                let exe = std::env::current_exe().context("cannot find the bazaar binary")?;
+                bazaar::market::run(&cfg, &runs_dir, &exe).await?
+            };
             print!("{}", report.summary());
             Ok(report.status().into())
         }
@@ -529,6 +608,32 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<Exit> {
             println!("{} applied requests", snap.applied.len());
             Ok(Exit::Ok)
         }
+        Cmd::Bench {
+            mode,
+            clients,
+            requests,
+            duration,
+            quick,
+            in_process,
+            no_half_load,
+            json,
+            compare,
+            runs_dir,
+        } => {
+            bench(BenchArgs {
+                mode,
+                clients,
+                requests,
+                duration,
+                quick,
+                in_process,
+                no_half_load,
+                json,
+                compare,
+                runs_dir,
+            })
+            .await
+        }
         Cmd::Node {
             id,
             config,
@@ -536,6 +641,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<Exit> {
             data_dir,
             run_dir,
             launched,
+            threads: _,
         } => {
             let cfg = load_config(config.as_deref())?;
             run_node(cfg, NodeId(id), listen, data_dir, run_dir, launched).await?;
@@ -552,6 +658,109 @@ fn parse_time(s: &str) -> Result<Duration, String> {
     }
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("{s:?} is not a time (\"1.5s\", \"300ms\" or seconds): {e}"))
+}
+
+/// `bazaar bench`'s arguments.
+struct BenchArgs {
+    mode: Vec<ModeArg>,
+    clients: u32,
+    requests: Option<u64>,
+    duration: Option<Duration>,
+    quick: bool,
+    in_process: bool,
+    no_half_load: bool,
+    json: Option<PathBuf>,
+    compare: Option<PathBuf>,
+    runs_dir: Option<PathBuf>,
+}
+
+async fn bench(a: BenchArgs) -> anyhow::Result<Exit> {
+    use bazaar::bench::{Load, Plan, Results};
+    // Read the earlier results first: a bad file is known before the runs.
+    let before: Option<Results> = match &a.compare {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| ConfigError(format!("--compare: cannot read {}: {e}", p.display())))?;
+            Some(serde_json::from_str(&text).map_err(|e| {
+                ConfigError(format!(
+                    "--compare: {} is not the JSON of a `bazaar bench --json`: {e}",
+                    p.display()
+                ))
+            })?)
+        }
+        None => None,
+    };
+    let load = match (a.requests, a.duration, a.quick) {
+        (Some(0), ..) => bail!(ConfigError("--requests 0 (need at least 1)".into())),
+        (Some(n), ..) => Load::Requests(n),
+        (None, Some(d), _) => Load::Duration(d),
+        (None, None, true) => Load::Duration(Plan::QUICK),
+        (None, None, false) => Load::Duration(Plan::DEFAULT),
+    };
+    if let Load::Duration(d) = load
+        && !(Duration::from_millis(500)..=Duration::from_secs(3600)).contains(&d)
+    {
+        bail!(ConfigError(format!(
+            "--duration {} (need 500ms..=1h)",
+            humantime::format_duration(d)
+        )));
+    }
+    let modes: Vec<Mode> = if a.mode.is_empty() {
+        vec![Mode::Strong, Mode::Cached]
+    } else {
+        a.mode.into_iter().map(Mode::from).collect()
+    };
+    let temp = match &a.runs_dir {
+        Some(_) => None,
+        None => Some(tempfile_dir()?),
+    };
+    let runs_dir = a
+        .runs_dir
+        .clone()
+        .or_else(|| temp.clone())
+        .context("no runs directory")?;
+    let plan = Plan {
+        modes,
+        clients: a.clients,
+        load,
+        in_process: a.in_process,
+        half_load: !a.no_half_load,
+        runs_dir,
+        exe: std::env::current_exe().context("cannot find the bazaar binary")?,
+    };
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let results = bazaar::bench::run(&plan, command).await;
+    if let Some(t) = temp {
+        let _ = std::fs::remove_dir_all(t);
+    }
+    let results = results?;
+    println!();
+    print!("{}", results.table());
+    if let Some(b) = &before {
+        println!();
+        print!("{}", results.compare(b));
+    }
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("cannot write {}", p.display()))?;
+        println!("json     {}", p.display());
+    }
+    Ok(if results.modes.iter().all(|m| m.checks_ok) {
+        Exit::Ok
+    } else {
+        Exit::InvariantFailed
+    })
+}
+
+/// A fresh directory under the system's temporary one, for the bench's markets.
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "bazaar-bench-{}-{}",
+        std::process::id(),
+        bazaar::rundir::timestamp()
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
 }
 
 /// The longest line a launched node reads from the launcher: the address

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::BufWriter;
+use tokio::io::{BufReader, BufWriter};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +25,12 @@ use crate::net::{BoxFuture, BoxStream, Listener, Transport};
 use crate::trace::Trace;
 use crate::wire::frame::{FrameError, read_len, read_payload};
 use crate::wire::{Body, NodeId, Refusal};
+
+/// The read buffer of a connection, each side: room for dozens of small
+/// frames (20 to 60 bytes) per system call; a larger frame (a flush) is read
+/// through it. Small, because a large market holds thousands of mostly idle
+/// connections (the election's), each with one of these at each end.
+pub const READ_BUFFER: usize = 4 * 1024;
 
 /// What a node does with each message it receives.
 pub trait Handler: Send + Sync + 'static {
@@ -121,7 +127,11 @@ struct Connection {
 
 impl Connection {
     async fn run(self, stream: BoxStream) -> Result<(), String> {
-        let (mut rd, wr) = tokio::io::split(stream);
+        let (rd, wr) = tokio::io::split(stream);
+        // Buffered reads: one system call takes every frame that has arrived
+        // (a length prefix and its payload, or many pipelined frames), not two
+        // per frame.
+        let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
         let mut wr = BufWriter::new(wr);
         let sender = Sender {
             me: self.me,

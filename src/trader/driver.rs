@@ -4,9 +4,19 @@
 //! One task. Each step takes every request waiting (up to [`STEP_BATCH`]), or
 //! one warehouse answer, or a timer; hands it to the cache; then carries out
 //! the cache's actions: first one journal transaction for everything accepted
-//! and confirmed in the step (fsync), then the replies, then the warehouse
-//! calls. So no client hears of a request before it is on disk, and one fsync
-//! serves every request that arrived together.
+//! in the step (fsync), then the replies, then the warehouse calls. So no
+//! client hears of a request before it is on disk, and one fsync serves every
+//! request that arrived together (group commit).
+//!
+//! What the warehouse confirmed is dropped from the journal lazily: the
+//! confirmed keys ride along with the next step's transaction, or go alone
+//! once they have waited [`FORGET_WITHIN`] (and before the driver exits). A
+//! confirmation costs no fsync of its own while requests keep coming; before
+//! this, every flush's confirmation was a transaction of its own, one fsync
+//! the next clients' step waited behind. Forgetting late is safe: a journal
+//! entry the warehouse already applied is deduped if it is ever flushed again
+//! (a restart), and the checker counts an entry as stranded only if the
+//! warehouse never applied it.
 //!
 //! On stop the driver refuses new requests and flushes what is queued, for at
 //! most [`DRAIN`]; anything the warehouse did not confirm by then stays in the
@@ -34,6 +44,10 @@ const STEP_BATCH: usize = 256;
 /// How long a stopping trader keeps trying to flush its queue. Less than the
 /// launcher's grace for a stopping node (5 s), so the trader exits on its own.
 pub const DRAIN: Duration = Duration::from_secs(3);
+/// Longest a confirmed entry stays in the journal when no step commits
+/// (see the module docs): short, so the journal of a trader killed while
+/// idle holds little that was already applied.
+const FORGET_WITHIN: Duration = Duration::from_millis(50);
 
 struct Cmd {
     side: Side,
@@ -83,6 +97,8 @@ impl CachedTrader {
             call_timeout,
             replies: HashMap::new(),
             next_token: 0,
+            forget: Vec::new(),
+            forget_by: None,
         };
         let task = tokio::spawn(driver.run(rx, stop.clone()));
         Ok(Self {
@@ -134,6 +150,10 @@ struct Driver {
     call_timeout: Duration,
     replies: HashMap<Token, oneshot::Sender<Body>>,
     next_token: Token,
+    /// Confirmed keys not yet dropped from the journal, and when the first
+    /// of them must go at the latest.
+    forget: Vec<Key>,
+    forget_by: Option<Instant>,
 }
 
 impl Driver {
@@ -155,7 +175,7 @@ impl Driver {
             {
                 break;
             }
-            let wake = [self.cache.next_wakeup(), drain_until]
+            let wake = [self.cache.next_wakeup(), drain_until, self.forget_by]
                 .into_iter()
                 .flatten()
                 .min();
@@ -200,6 +220,11 @@ impl Driver {
                 }
             };
         }
+        // What was confirmed last leaves the journal before the driver does.
+        if !self.forget.is_empty() {
+            self.forget_by = Some(now());
+            self.carry_out(Vec::new(), &answers_tx).await;
+        }
         if !self.cache.settled() {
             tracing::warn!(
                 "stopping with {} accepted requests the warehouse has not confirmed; they stay in the journal",
@@ -227,14 +252,30 @@ impl Driver {
                 Action::Call(body) => calls.push(body),
             }
         }
-        if !accepted.is_empty() || !forget.is_empty() {
+        if !forget.is_empty() {
+            self.forget.extend(forget);
+            self.forget_by.get_or_insert_with(|| now() + FORGET_WITHIN);
+        }
+        let forget_due = self.forget_by.is_some_and(|by| now() >= by);
+        if !accepted.is_empty() || forget_due {
             let append: Vec<(Key, FlushEntry)> =
                 accepted.iter().map(|(_, k, e, _)| (*k, *e)).collect();
+            let forget = std::mem::take(&mut self.forget);
+            self.forget_by = None;
             let journal = self.journal.clone();
-            let done = tokio::task::spawn_blocking(move || journal.commit(&append, &forget)).await;
+            let done = tokio::task::spawn_blocking(move || {
+                let r = journal.commit(&append, &forget);
+                (r, forget)
+            })
+            .await;
             let failure = match done {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
+                Ok((Ok(()), _)) => None,
+                Ok((Err(e), forget)) => {
+                    // Still confirmed: dropped with a later transaction.
+                    self.forget = forget;
+                    self.forget_by = Some(now() + FORGET_WITHIN);
+                    Some(e.to_string())
+                }
                 Err(e) => Some(format!("journal task failed: {e}")),
             };
             if let Some(reason) = failure {
