@@ -63,6 +63,7 @@
 //! - [`experiment`]: the document's experiments (`bazaar experiment`), each
 //!   a set of market runs summed up in a table and plots.
 
+pub mod auth;
 pub mod backoff;
 pub mod check;
 pub mod clock;
@@ -79,6 +80,7 @@ pub mod link;
 pub mod market;
 pub mod membership;
 pub mod net;
+pub mod netns;
 pub mod node;
 pub mod peer;
 pub mod report;

@@ -107,6 +107,13 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum NetnsCmd {
+    /// Remove the namespaces (with their links and rules) of `bazaar run
+    /// --netns` runs whose launcher is gone (killed outright, or crashed).
+    Clean,
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Run a whole market on this machine (one process per node) and print its report.
     #[command(after_long_help = AFTER_LONG_HELP)]
@@ -126,6 +133,16 @@ enum Cmd {
         /// Where run directories are made (`<DIR>/<timestamp>-<name>/`, and `<DIR>/latest` links the newest).
         #[arg(long, value_name = "DIR", default_value = "runs")]
         runs_dir: PathBuf,
+        /// Run each node in a network namespace of its own, joined by a bridge;
+        /// partitions and loss become nftables rules (needs root and nftables;
+        /// see README, "Network faults").
+        #[arg(long)]
+        netns: bool,
+    },
+    /// Network namespaces of `bazaar run --netns`.
+    Netns {
+        #[command(subcommand)]
+        action: NetnsCmd,
     },
     /// Run one node in this process, with addresses from the config's [network].
     #[command(after_long_help = AFTER_LONG_HELP)]
@@ -247,8 +264,11 @@ fn main() -> ExitCode {
         Ok(code) => code.into(),
         Err(e) => {
             let bad_input = reads_run_dir
-                || e.chain()
-                    .any(|c| c.is::<ConfigError>() || c.is::<RunDirError>());
+                || e.chain().any(|c| {
+                    c.is::<ConfigError>()
+                        || c.is::<RunDirError>()
+                        || c.is::<bazaar::netns::NetnsError>()
+                });
             eprintln!("error: {e:#}");
             if bad_input {
                 Exit::BadInput
@@ -273,12 +293,25 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<Exit> {
             print!("{}", bazaar::config::DEFAULT_TOML);
             Ok(Exit::Ok)
         }
+        Cmd::Netns {
+            action: NetnsCmd::Clean,
+        } => {
+            let removed = bazaar::netns::clean_orphans()?;
+            for ns in &removed {
+                println!("removed {ns}");
+            }
+            if removed.is_empty() {
+                println!("no namespaces of a gone launcher");
+            }
+            Ok(Exit::Ok)
+        }
         Cmd::Run {
             config,
             duration,
             seed,
             mode,
             runs_dir,
+            netns,
         } => {
             let mut cfg = load_config(config.as_deref())?;
             if let Some(d) = duration {
@@ -292,7 +325,12 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<Exit> {
             }
             cfg.validate()?;
             let exe = std::env::current_exe().context("cannot find the bazaar binary")?;
-            let report = bazaar::market::run(&cfg, &runs_dir, &exe).await?;
+            let placement = if netns {
+                bazaar::market::Placement::Netns
+            } else {
+                bazaar::market::Placement::Loopback
+            };
+            let report = bazaar::market::run(&cfg, &runs_dir, &exe, placement).await?;
             print!("{}", report.summary());
             Ok(report.status().into())
         }
@@ -474,7 +512,21 @@ async fn run_node(
             (d.clone(), d.join("history"))
         }
     };
-    let transport: Arc<dyn Transport> = Tcp::shared();
+    // The fault layer, driven by the launcher's `net` lines, when the run
+    // injects network faults; the door ([network] key) over it.
+    let mut transport: Arc<dyn Transport> = Tcp::shared();
+    let mut faults = None;
+    if launched && cfg.has_network_faults() {
+        let (t, control) = bazaar::net::Faulty::new(transport, me, cfg.market.seed ^ 0x0E7_FA17);
+        (transport, faults) = (t, Some(control));
+    }
+    match cfg.network.key()? {
+        Some(key) => transport = bazaar::auth::Keyed::new(transport, key),
+        None if !launched => tracing::warn!(
+            "no [network] key: anyone who can reach {listen} can connect and send this node any message; set [network] key or key_file on every node"
+        ),
+        None => {}
+    }
     let listener = transport
         .bind(listen)
         .await
@@ -495,6 +547,9 @@ async fn run_node(
         let Ok(Line::Start(book)) = line.parse::<Line>() else {
             bail!("expected `start <address book>` on stdin, got {line:?}");
         };
+        if let Some(f) = &faults {
+            f.set_book(book.nodes.iter().map(|(n, a)| (*n, *a)));
+        }
         let (work, all) = (stop_work.clone(), stop_all.clone());
         let (wedge, clock) = (wedge.clone(), clock.clone());
         tokio::spawn(async move {
@@ -505,6 +560,14 @@ async fn run_node(
                     Ok(Line::Wedge) => wedge.cancel(),
                     // The launcher asks for our Lamport time just before a fault.
                     Ok(Line::AskClock) => Line::Clock(clock.now()).tell(),
+                    // The network faults in force (the fault layer's rules).
+                    Ok(Line::Net(rules)) => match &faults {
+                        Some(f) => {
+                            tracing::info!(?rules, "network faults");
+                            f.set(rules)
+                        }
+                        None => tracing::warn!("network faults, but no fault layer"),
+                    },
                     Ok(other) => tracing::warn!("unexpected launcher line {other}"),
                     Err(e) => tracing::warn!("{e}"),
                 }
