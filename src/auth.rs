@@ -265,13 +265,20 @@ pub async fn listener_hello<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     key: &Key,
 ) -> Result<(Seal, Seal), String> {
+    // The first four bytes tell a keyed hello from the protocol's own (a
+    // frame length): a node without the key is refused at once, not after
+    // a timeout.
     let mut hello = [0u8; 8 + 32];
-    read_exact_or(s, &mut hello, "keyed hello").await?;
-    if hello[..8] != MAGIC {
+    read_exact_or(s, &mut hello[..4], "keyed hello").await?;
+    if hello[..4] != MAGIC[..4] {
         return Err(
             "it did not open with the keyed hello (a node without this market's [network] key?)"
                 .into(),
         );
+    }
+    read_exact_or(s, &mut hello[4..], "keyed hello").await?;
+    if hello[..8] != MAGIC {
+        return Err("it did not open with the keyed hello (another version?)".into());
     }
     let mut nc = [0u8; 32];
     nc.copy_from_slice(&hello[8..]);
@@ -535,7 +542,7 @@ mod tests {
             },
             listener_hello(&mut b, &k)
         );
-        assert!(c.unwrap_err().contains("does not hold"));
+        assert!(c.err().unwrap().contains("does not hold"));
         assert!(l.is_err());
     }
 }
