@@ -197,6 +197,35 @@ impl NetworkFaultReport {
         out
     }
 
+    /// Whether a network fault touching `node` (or the warehouse, which
+    /// every trader needs) was in force at `wall_us`, or had healed less
+    /// than [`AFTERMATH_US`] before: what explains an outage or a death
+    /// that no node fault caused.
+    pub fn explains(history: &History, node: NodeId, wall_us: u64) -> bool {
+        let mut open: Vec<(&NetFault, u64)> = Vec::new();
+        let mut spans: Vec<(u64, u64, &NetFault)> = Vec::new();
+        for r in &history.failover {
+            let Happening::Network { fault, change } = &r.what else {
+                continue;
+            };
+            if *fault == FaultKind::Heal {
+                if let Some(i) = open.iter().position(|(c, _)| *c == change) {
+                    let (c, from) = open.remove(i);
+                    spans.push((from, r.wall_us, c));
+                }
+            } else {
+                open.push((change, r.wall_us));
+            }
+        }
+        spans.extend(open.into_iter().map(|(c, from)| (from, u64::MAX, c)));
+        spans.iter().any(|(from, until, c)| {
+            let touched = c.nodes();
+            (touched.contains(&node) || touched.contains(&NodeId::WAREHOUSE))
+                && wall_us >= *from
+                && wall_us <= until.saturating_add(AFTERMATH_US)
+        })
+    }
+
     /// The fault and its effect, in a line.
     pub fn line(&self) -> String {
         let until = self
@@ -215,6 +244,10 @@ impl NetworkFaultReport {
         )
     }
 }
+
+/// How long after a network fault heals its effects still count as its own
+/// (a connection across it is found dead and made anew): 2 s.
+pub const AFTERMATH_US: u64 = 2_000_000;
 
 /// The failover section of `report.json`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
