@@ -372,7 +372,7 @@ pub struct Keyed {
 }
 
 impl Keyed {
-    pub fn new(inner: Arc<dyn Transport>, key: Key) -> Arc<dyn Transport> {
+    pub fn over(inner: Arc<dyn Transport>, key: Key) -> Arc<dyn Transport> {
         Arc::new(Keyed { inner, key })
     }
 }

@@ -517,11 +517,11 @@ async fn run_node(
     let mut transport: Arc<dyn Transport> = Tcp::shared();
     let mut faults = None;
     if launched && cfg.has_network_faults() {
-        let (t, control) = bazaar::net::Faulty::new(transport, me, cfg.market.seed ^ 0x0E7_FA17);
+        let (t, control) = bazaar::net::Faulty::over(transport, me, cfg.market.seed ^ 0x0E7_FA17);
         (transport, faults) = (t, Some(control));
     }
     match cfg.network.key()? {
-        Some(key) => transport = bazaar::auth::Keyed::new(transport, key),
+        Some(key) => transport = bazaar::auth::Keyed::over(transport, key),
         None if !launched => tracing::warn!(
             "no [network] key: anyone who can reach {listen} can connect and send this node any message; set [network] key or key_file on every node"
         ),

@@ -255,7 +255,7 @@ pub struct Faulty {
 }
 
 impl Faulty {
-    pub fn new(
+    pub fn over(
         inner: Arc<dyn Transport>,
         me: NodeId,
         seed: u64,
@@ -484,7 +484,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_partition_black_holes_an_open_connection_and_holds_new_ones_until_it_heals() {
-        let (faulty, control) = Faulty::new(Tcp::shared(), NodeId(5), 1);
+        let (faulty, control) = Faulty::over(Tcp::shared(), NodeId(5), 1);
         let mut l = Tcp.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = l.local_addr().unwrap();
         control.set_book([(NodeId(6), addr)]);

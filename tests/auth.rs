@@ -50,7 +50,7 @@ impl Logs {
 }
 
 fn keyed(secret: &str) -> Arc<dyn Transport> {
-    Keyed::new(
+    Keyed::over(
         Tcp::shared(),
         bazaar::auth::Key::from_secret(secret).unwrap(),
     )
@@ -63,7 +63,7 @@ async fn keyed_warehouse(cfg: &Config, dir: &std::path::Path) -> (SocketAddr, Ca
         .key()
         .unwrap()
         .expect("the test market has a key");
-    let transport = Keyed::new(Tcp::shared(), key);
+    let transport = Keyed::over(Tcp::shared(), key);
     let listener = transport
         .bind("127.0.0.1:0".parse().unwrap())
         .await
