@@ -144,8 +144,53 @@ fn a_netns_market_keeps_every_invariant_through_partitions_delay_and_loss() {
     // still held both (the detectors disagreed, fencing kept one set).
     let log5 = std::fs::read_to_string(run.join("logs/peer5.log")).unwrap();
     assert!(log5.contains("dead=peer6"), "peer 5 never lost peer 6");
+    let log6 = std::fs::read_to_string(run.join("logs/peer6.log")).unwrap();
+    assert!(
+        log6.contains("the warehouse is unreachable"),
+        "peer 6 never lost the warehouse"
+    );
     // The delay was real: every request waits for the warehouse's answer
     // (strong mode), so the median request was 50 ms slower while it lasted.
+    let delay = &net[2];
+    assert!(
+        delay.during.p50_ms > delay.before.p50_ms + 40.0,
+        "p50 {} ms under 50 ms of delay, {} ms before",
+        delay.during.p50_ms,
+        delay.before.p50_ms
+    );
+}
+
+/// The same faults without root: every node on loopback, the faults made
+/// by the transport's fault layer (driven by the launcher's `net` lines).
+#[test]
+fn a_loopback_market_keeps_every_invariant_through_the_fault_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (runs, out) = run_market(dir.path(), FAULTS);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = the_run(&runs);
+    let nodes = std::fs::read_to_string(run.join("nodes.json")).unwrap();
+    assert!(nodes.contains("127.0.0.1"), "{nodes}");
+    let report = read_report(&run);
+    let net = &report.failover.network_faults;
+    assert_eq!(net.len(), 4, "{net:?}");
+    assert!(net.iter().all(|f| f.until_s.is_some()), "{net:?}");
+    assert!(
+        stdout.contains("network     partition [5] | [6]"),
+        "{stdout}"
+    );
+    let log5 = std::fs::read_to_string(run.join("logs/peer5.log")).unwrap();
+    assert!(log5.contains("dead=peer6"), "peer 5 never lost peer 6");
+    let log6 = std::fs::read_to_string(run.join("logs/peer6.log")).unwrap();
+    assert!(
+        log6.contains("the warehouse is unreachable"),
+        "peer 6 never lost the warehouse"
+    );
     let delay = &net[2];
     assert!(
         delay.during.p50_ms > delay.before.p50_ms + 40.0,
