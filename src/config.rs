@@ -1112,6 +1112,58 @@ mod tests {
     }
 
     #[test]
+    fn network_faults_parse_and_bad_ones_say_what_to_write() {
+        let cfg = Config::from_toml(
+            "faults = [{ at = \"1s\", partition = [[5], [6, 0]], heal = \"2s\" }, { at = \"2s\", delay = \"50ms\", jitter = \"10ms\", on = \"warehouse\" }, { at = \"3s\", loss = 0.1, on = \"trader\" }]",
+        )
+        .unwrap();
+        assert!(cfg.has_network_faults());
+        assert_eq!(cfg.faults[0].action().0, FaultKind::Partition);
+        assert_eq!(
+            cfg.faults[0].undo(),
+            Some((FaultKind::Heal, Duration::from_secs(2)))
+        );
+        assert_eq!(
+            cfg.faults[0].network(None),
+            Some(NetFault::Partition {
+                groups: vec![vec![NodeId(5)], vec![NodeId(6), NodeId(0)]]
+            })
+        );
+        assert_eq!(
+            cfg.faults[1].network(Some(NodeId(0))),
+            Some(NetFault::Delay {
+                on: NodeId(0),
+                delay_ms: 50,
+                jitter_ms: 10
+            })
+        );
+        assert_eq!(cfg.faults[2].action(), (FaultKind::Loss, Target::Trader));
+        assert_eq!(
+            cfg.faults[2].network(Some(NodeId(6))),
+            Some(NetFault::Loss {
+                on: NodeId(6),
+                per_mille: 100
+            })
+        );
+        let f = |body: &str| err(&format!("[[faults]]\nat = \"1s\"\n{body}"));
+        assert!(f("partition = [[5]]").contains("two or more non-empty groups"));
+        assert!(f("partition = [[5], [5]]").contains("in two groups"));
+        assert!(f("partition = [[5], [9]]").contains("names node 9"));
+        assert!(f("partition = [[5], [6]]\non = 5").contains("not with on"));
+        assert!(f("delay = \"50ms\"").contains("say whose traffic"));
+        assert!(f("delay = \"5ms\"\njitter = \"6ms\"\non = 5").contains("more than delay"));
+        assert!(f("loss = 1.5\non = 5").contains("need a fraction"));
+        assert!(f("loss = 0.1\non = 5\nkill = 6").contains("exactly one of"));
+        assert!(f("loss = 0.1\non = 5\nlasting = \"1s\"").contains("undone by heal"));
+        assert!(f("loss = 0.1\non = 5\nheal = \"1m\"").contains("not before the end"));
+        assert!(f("jitter = \"1ms\"\nkill = 6").contains("jitter goes with delay"));
+        assert!(err("[network]\nkey = \"short\"").contains("at least 16"));
+        assert!(
+            err("[network]\nkey = \"0123456789abcdef\"\nkey_file = \"k\"").contains("not both")
+        );
+    }
+
+    #[test]
     fn faults_parse_and_an_elected_buyer_is_a_trader() {
         let cfg = Config::from_toml(
             "faults = [{ at = \"3s\", kill = \"trader\" }, { at = \"4s\", wedge = 5 }]\n[roles]\nbuyers = [1, 4]\nsellers = [2]",

@@ -502,7 +502,10 @@ async fn run_node(
                 // `bazaar check` and `bazaar report`.
                 std::fs::create_dir_all(&dir.root)
                     .with_context(|| format!("cannot create {}", dir.root.display()))?;
-                std::fs::write(dir.config(), cfg.to_toml())
+                // Without the market's secret: `check` and `report` need none.
+                let mut shown = cfg.clone();
+                shown.network.key = None;
+                std::fs::write(dir.config(), shown.to_toml())
                     .with_context(|| format!("cannot write {}", dir.config().display()))?;
             }
             (dir.data_of(me), dir.history())

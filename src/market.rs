@@ -128,11 +128,21 @@ pub async fn run(
             .any(|f| f.partition.is_some() || f.loss.is_some());
         crate::netns::preflight(needs_nft)?;
     }
+    // A `key_file` of the user's is read now: a bad one stops the run
+    // before anything is made.
+    cfg.network.key()?;
     let dir = RunDir::create(runs_root, &cfg.market.name)?;
     let mut cfg = cfg.clone();
-    if cfg.network.key.is_none() && cfg.network.key_file.is_none() {
+    // The nodes read the key from a file only their owner can read, never
+    // from the run's config.toml: a fresh one, or the config's `key` moved
+    // there.
+    if cfg.network.key_file.is_none() {
         let path = std::path::absolute(dir.root.join("key"))?;
-        write_secret(&path, &crate::auth::Key::generate()?)?;
+        let secret = match cfg.network.key.take() {
+            Some(k) => k,
+            None => crate::auth::Key::generate()?,
+        };
+        write_secret(&path, &secret)?;
         cfg.network.key_file = Some(path);
     }
     let cfg = &cfg;
