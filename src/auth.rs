@@ -307,6 +307,10 @@ pub async fn listener_hello<S: AsyncRead + AsyncWrite + Unpin>(
     ))
 }
 
+/// How long a keyed connection's reading half outlives its writing half
+/// (replies in flight after a half-close).
+const LINGER: Duration = Duration::from_secs(5);
+
 /// Bytes the in-process side of a keyed stream may hold (one record each way
 /// and some).
 const PIPE: usize = 4 * MAX_RECORD;
@@ -319,6 +323,8 @@ fn sealed(stream: BoxStream, mut send: Seal, mut recv: Seal, peer: SocketAddr) -
     let (plain, inner) = tokio::io::duplex(PIPE);
     let (mut app_rd, mut app_wr) = tokio::io::split(inner);
     let (mut net_rd, mut net_wr) = tokio::io::split(stream);
+    let sent_all = Arc::new(tokio::sync::Notify::new());
+    let done = sent_all.clone();
     tokio::spawn(async move {
         let mut buf = vec![0u8; MAX_RECORD];
         loop {
@@ -333,31 +339,40 @@ fn sealed(stream: BoxStream, mut send: Seal, mut recv: Seal, peer: SocketAddr) -
             }
         }
         let _ = net_wr.shutdown().await;
+        done.notify_one();
     });
     tokio::spawn(async move {
         let mut buf = vec![0u8; MAX_RECORD + TAG];
-        loop {
-            let mut len = [0u8; 4];
-            if net_rd.read_exact(&mut len).await.is_err() {
-                break;
+        let incoming = async {
+            loop {
+                let mut len = [0u8; 4];
+                if net_rd.read_exact(&mut len).await.is_err() {
+                    break;
+                }
+                let len = u32::from_be_bytes(len) as usize;
+                if len > MAX_RECORD {
+                    tracing::warn!(%peer, "closed keyed connection: record of {len} bytes is over {MAX_RECORD}");
+                    break;
+                }
+                let rec = &mut buf[..len + TAG];
+                if net_rd.read_exact(rec).await.is_err() {
+                    break;
+                }
+                let (data, tag) = rec.split_at(len);
+                if let Err(e) = recv.open(data, tag) {
+                    tracing::warn!(%peer, "closed keyed connection: {e}");
+                    break;
+                }
+                if app_wr.write_all(data).await.is_err() {
+                    break;
+                }
             }
-            let len = u32::from_be_bytes(len) as usize;
-            if len > MAX_RECORD {
-                tracing::warn!(%peer, "closed keyed connection: record of {len} bytes is over {MAX_RECORD}");
-                break;
-            }
-            let rec = &mut buf[..len + TAG];
-            if net_rd.read_exact(rec).await.is_err() {
-                break;
-            }
-            let (data, tag) = rec.split_at(len);
-            if let Err(e) = recv.open(data, tag) {
-                tracing::warn!(%peer, "closed keyed connection: {e}");
-                break;
-            }
-            if app_wr.write_all(data).await.is_err() {
-                break;
-            }
+        };
+        // A peer cut off by a real partition never sends its FIN: once this
+        // side has closed, its reading half waits only so long.
+        tokio::select! {
+            _ = incoming => {}
+            _ = async { sent_all.notified().await; tokio::time::sleep(LINGER).await } => {}
         }
         let _ = app_wr.shutdown().await;
     });

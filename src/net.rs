@@ -292,7 +292,15 @@ struct Lane {
     rules: watch::Receiver<NetRules>,
     dead: Arc<AtomicBool>,
     shaper: Shaper,
+    /// The caller's lane tells it has closed; the answering lane then reads
+    /// for [`LINGER`] more at most (a peer behind a real partition never
+    /// sends its FIN).
+    closed: Arc<tokio::sync::Notify>,
+    caller: bool,
 }
+
+/// How long the answering lane outlives the caller's.
+const LINGER: Duration = Duration::from_secs(5);
 
 impl Lane {
     /// Moves bytes from `rd` to `wr` under the rules, until either end closes.
@@ -316,29 +324,42 @@ impl Lane {
             let _ = wr.shutdown().await;
         });
         let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            let (cut, shaping) = {
-                let r = self.rules.borrow();
-                (r.cut(self.from, self.to), r.shaping(self.from))
-            };
-            if cut {
-                self.dead.store(true, Ordering::Relaxed);
+        let closed = self.closed.clone();
+        let caller = self.caller;
+        let lane = async {
+            loop {
+                let n = match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let (cut, shaping) = {
+                    let r = self.rules.borrow();
+                    (r.cut(self.from, self.to), r.shaping(self.from))
+                };
+                if cut {
+                    self.dead.store(true, Ordering::Relaxed);
+                }
+                if self.dead.load(Ordering::Relaxed) {
+                    continue; // into the black hole
+                }
+                let now = tokio::time::Instant::now();
+                let due = if shaping.is_none() {
+                    now.max(self.shaper.last.unwrap_or(now))
+                } else {
+                    self.shaper.due(now, shaping)
+                };
+                if tx.send((buf[..n].to_vec(), due)).await.is_err() {
+                    break;
+                }
             }
-            if self.dead.load(Ordering::Relaxed) {
-                continue; // into the black hole
-            }
-            let now = tokio::time::Instant::now();
-            let due = if shaping.is_none() {
-                now.max(self.shaper.last.unwrap_or(now))
-            } else {
-                self.shaper.due(now, shaping)
-            };
-            if tx.send((buf[..n].to_vec(), due)).await.is_err() {
-                break;
+        };
+        if caller {
+            lane.await;
+            closed.notify_one();
+        } else {
+            tokio::select! {
+                _ = lane => {}
+                _ = async { closed.notified().await; tokio::time::sleep(LINGER).await } => {}
             }
         }
         drop(tx);
@@ -373,6 +394,7 @@ impl Transport for Faulty {
                 self.seed ^ ((self.me.0 as u64) << 48) ^ ((peer.0 as u64) << 32) ^ (n << 1 | dir)
             };
             let dead = Arc::new(AtomicBool::new(false));
+            let closed = Arc::new(tokio::sync::Notify::new());
             let (app, net) = tokio::io::duplex(CHUNK * 4);
             let (app_rd, app_wr) = tokio::io::split(net);
             let (net_rd, net_wr) = tokio::io::split(stream);
@@ -382,6 +404,8 @@ impl Transport for Faulty {
                 rules: self.rules.clone(),
                 dead: dead.clone(),
                 shaper: Shaper::new(seed(0)),
+                closed: closed.clone(),
+                caller: true,
             };
             let back = Lane {
                 from: peer,
@@ -389,6 +413,8 @@ impl Transport for Faulty {
                 rules: self.rules.clone(),
                 dead,
                 shaper: Shaper::new(seed(1)),
+                closed,
+                caller: false,
             };
             tokio::spawn(out.run(app_rd, net_wr));
             tokio::spawn(back.run(net_rd, app_wr));
