@@ -226,6 +226,18 @@ fn start_long_run(dir: &Path) -> (std::process::Child, std::path::PathBuf) {
         !left_by(child.id()).is_empty(),
         "the run made its namespaces"
     );
+    // Traffic only between the namespaces the run made: none of its links
+    // is in the host's namespace (the bridge has a namespace of its own).
+    let host = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    let host = String::from_utf8_lossy(&host.stdout);
+    let prefix = format!("bz{}", child.id());
+    assert!(
+        !host.contains(&prefix),
+        "a link of the run in the host: {host}"
+    );
     (child, runs)
 }
 
