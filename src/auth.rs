@@ -46,7 +46,10 @@ use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 
 use crate::net::{BoxFuture, BoxStream, Listener, Transport};
@@ -307,76 +310,150 @@ pub async fn listener_hello<S: AsyncRead + AsyncWrite + Unpin>(
     ))
 }
 
-/// How long a keyed connection's reading half outlives its writing half
-/// (replies in flight after a half-close).
-const LINGER: Duration = Duration::from_secs(5);
+/// A stream under the two seals of its hello: what is written goes out as
+/// records, what arrives is opened record by record. No task and no copy
+/// beyond the record itself: it seals in `poll_write` and opens in
+/// `poll_read`. A record that fails its check is an error (logged, naming
+/// `peer`) and ends the stream.
+struct Sealed {
+    inner: BoxStream,
+    send: Seal,
+    recv: Seal,
+    peer: SocketAddr,
+    /// The record being written, and how much of it has gone.
+    out: Vec<u8>,
+    sent: usize,
+    /// Bytes read, not yet a whole record.
+    raw: Vec<u8>,
+    /// The opened record being read, and how much of it was handed on.
+    plain: Vec<u8>,
+    given: usize,
+    broken: bool,
+}
 
-/// Bytes the in-process side of a keyed stream may hold (one record each way
-/// and some).
-const PIPE: usize = 4 * MAX_RECORD;
+fn sealed(inner: BoxStream, send: Seal, recv: Seal, peer: SocketAddr) -> BoxStream {
+    Box::new(Sealed {
+        inner,
+        send,
+        recv,
+        peer,
+        out: Vec::new(),
+        sent: 0,
+        raw: Vec::new(),
+        plain: Vec::new(),
+        given: 0,
+        broken: false,
+    })
+}
 
-/// Runs `stream` under the two seals: hands back the plain side, and two
-/// tasks that seal what is written to it and open what arrives. A record
-/// that fails its check closes the connection, with a log line naming
-/// `peer`.
-fn sealed(stream: BoxStream, mut send: Seal, mut recv: Seal, peer: SocketAddr) -> BoxStream {
-    let (plain, inner) = tokio::io::duplex(PIPE);
-    let (mut app_rd, mut app_wr) = tokio::io::split(inner);
-    let (mut net_rd, mut net_wr) = tokio::io::split(stream);
-    let sent_all = Arc::new(tokio::sync::Notify::new());
-    let done = sent_all.clone();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; MAX_RECORD];
+impl Sealed {
+    /// Writes out what is left of the record being written.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.out.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.out.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    fn fail(&mut self, why: String) -> io::Error {
+        tracing::warn!(peer = %self.peer, "closed keyed connection: {why}");
+        self.broken = true;
+        io::Error::new(io::ErrorKind::InvalidData, why)
+    }
+}
+
+impl AsyncWrite for Sealed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.drain(cx))?;
+        let n = buf.len().min(MAX_RECORD);
+        if n == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        this.out = this.send.seal(&buf[..n]);
+        // Taken: the record goes out now as far as it can, the rest on the
+        // next write or flush.
+        if let Poll::Ready(Err(e)) = this.drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+impl AsyncRead for Sealed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
         loop {
-            match app_rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let rec = send.seal(&buf[..n]);
-                    if net_wr.write_all(&rec).await.is_err() || net_wr.flush().await.is_err() {
-                        break;
-                    }
-                }
+            if this.given < this.plain.len() {
+                let n = buf.remaining().min(this.plain.len() - this.given);
+                buf.put_slice(&this.plain[this.given..this.given + n]);
+                this.given += n;
+                return Poll::Ready(Ok(()));
             }
-        }
-        let _ = net_wr.shutdown().await;
-        done.notify_one();
-    });
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; MAX_RECORD + TAG];
-        let incoming = async {
-            loop {
-                let mut len = [0u8; 4];
-                if net_rd.read_exact(&mut len).await.is_err() {
-                    break;
-                }
-                let len = u32::from_be_bytes(len) as usize;
+            if this.broken {
+                return Poll::Ready(Err(io::ErrorKind::InvalidData.into()));
+            }
+            if this.raw.len() >= 4 {
+                let len = u32::from_be_bytes([this.raw[0], this.raw[1], this.raw[2], this.raw[3]])
+                    as usize;
                 if len > MAX_RECORD {
-                    tracing::warn!(%peer, "closed keyed connection: record of {len} bytes is over {MAX_RECORD}");
-                    break;
+                    let e = this.fail(format!("record of {len} bytes is over {MAX_RECORD}"));
+                    return Poll::Ready(Err(e));
                 }
-                let rec = &mut buf[..len + TAG];
-                if net_rd.read_exact(rec).await.is_err() {
-                    break;
-                }
-                let (data, tag) = rec.split_at(len);
-                if let Err(e) = recv.open(data, tag) {
-                    tracing::warn!(%peer, "closed keyed connection: {e}");
-                    break;
-                }
-                if app_wr.write_all(data).await.is_err() {
-                    break;
+                let whole = 4 + len + TAG;
+                if this.raw.len() >= whole {
+                    let (data, tag) = this.raw[4..whole].split_at(len);
+                    if let Err(why) = this.recv.open(data, tag) {
+                        let e = this.fail(why);
+                        return Poll::Ready(Err(e));
+                    }
+                    this.plain.clear();
+                    this.plain.extend_from_slice(data);
+                    this.given = 0;
+                    this.raw.drain(..whole);
+                    continue;
                 }
             }
-        };
-        // A peer cut off by a real partition never sends its FIN: once this
-        // side has closed, its reading half waits only so long.
-        tokio::select! {
-            _ = incoming => {}
-            _ = async { sent_all.notified().await; tokio::time::sleep(LINGER).await } => {}
+            let mut chunk = [0u8; 8 * 1024];
+            let mut rb = ReadBuf::new(&mut chunk);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
+            if rb.filled().is_empty() {
+                // The end: clean between records, else cut short.
+                return Poll::Ready(if this.raw.is_empty() {
+                    Ok(())
+                } else {
+                    Err(io::ErrorKind::UnexpectedEof.into())
+                });
+            }
+            this.raw.extend_from_slice(rb.filled());
         }
-        let _ = app_wr.shutdown().await;
-    });
-    Box::new(plain)
+    }
 }
 
 /// A transport whose every connection opens with the keyed hello and whose
