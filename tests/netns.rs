@@ -65,31 +65,34 @@ fn left_by(pid: u32) -> Vec<String> {
 }
 
 const FAULTS: &str = r#"
+# The first fault waits 3 s: on a loaded machine the election may take
+# a second or more after the market opens, and a cut between traders means
+# something only once they heartbeat each other.
 [market]
-duration = "12s"
+duration = "14s"
 
 # Trader 5 cut off from trader 6: each one's failure detector finds the
 # other silent, but both still renew their leases at the warehouse.
 [[faults]]
-at = "1s"
+at = "3s"
 partition = [[5], [6]]
 heal = "2s"
 
 # Trader 6 cut off from the warehouse: its lease runs out, it stops serving.
 [[faults]]
-at = "4s"
+at = "6s"
 partition = [[6], [0]]
 heal = "2s"
 
 [[faults]]
-at = "7s"
+at = "9s"
 delay = "50ms"
 jitter = "10ms"
 on = "warehouse"
 heal = "2s"
 
 [[faults]]
-at = "9s"
+at = "11s"
 loss = 0.1
 on = 5
 heal = "2s"
