@@ -65,6 +65,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a fault's victim may take to tell its Lamport time.
 const CLOCK_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long a fault on "a trader" waits for the first election.
+const ELECTION_WAIT: Duration = Duration::from_secs(5);
 /// Longer than any run (24 h is the most a config allows).
 const FOREVER: Duration = Duration::from_secs(48 * 3600);
 /// Lines from children that may wait for the launcher to read them.
@@ -389,7 +391,7 @@ async fn strike_network(
     target: Target,
     in_force: &mut InForce,
     nodes: &mut [Launched],
-    watcher: &Watcher,
+    watcher: &mut Watcher,
     rng: &mut StdRng,
     net: Option<&Netns>,
 ) -> anyhow::Result<Option<Record>> {
@@ -400,6 +402,11 @@ async fn strike_network(
         };
         change
     } else {
+        if target == Target::Trader && watcher.view.traders.is_empty() {
+            watcher
+                .until(ELECTION_WAIT, |w| !w.view.traders.is_empty())
+                .await;
+        }
         let victim = match target {
             Target::Peer(n) => Some(n),
             Target::Trader => live_trader(nodes, watcher, rng),
@@ -467,6 +474,13 @@ async fn strike(
     rng: &mut StdRng,
     respawn: &Respawn<'_>,
 ) -> anyhow::Result<Option<Record>> {
+    // A fault on "a trader" due before the first election has ended (a
+    // loaded machine, a short run) waits for it, a bounded while.
+    if target == Target::Trader && watcher.view.traders.is_empty() {
+        watcher
+            .until(ELECTION_WAIT, |w| !w.view.traders.is_empty())
+            .await;
+    }
     let victim = match target {
         Target::Peer(n) => Some(n),
         Target::Trader => live_trader(nodes, watcher, rng),
@@ -710,7 +724,7 @@ async fn drive(
                 target,
                 &mut in_force,
                 nodes,
-                &watcher,
+                &mut watcher,
                 &mut rng,
                 net,
             )
