@@ -309,7 +309,7 @@ async fn market(plan: &Plan, cfg: &Config) -> anyhow::Result<(Measure, bool, Pat
     let report = if plan.in_process {
         crate::inprocess::run(cfg, &root).await
     } else {
-        crate::market::run(cfg, &root, &plan.exe).await
+        crate::market::run(cfg, &root, &plan.exe, crate::market::Placement::Loopback).await
     };
     stop.cancel();
     let samples = sampler.await.unwrap_or_default();

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -83,7 +83,7 @@ pub struct Heartbeat {
 /// One fault the launcher injects: at `at` after trading starts, either
 /// SIGKILL a node's process (`kill`) or stop a trader's worker while its
 /// socket keeps accepting (`wedge`, the document's silent-trader bug).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
     #[serde(with = "duration_str")]
@@ -111,6 +111,93 @@ pub struct Fault {
         with = "opt_duration_str"
     )]
     pub restart_after: Option<Duration>,
+    /// A network partition: groups of node ids (0 is the warehouse) that
+    /// cannot reach each other; a node in no group reaches everyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Vec<Vec<u32>>>,
+    /// Delay every frame node `on` sends by this long (plus `jitter`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration_str"
+    )]
+    pub delay: Option<Duration>,
+    /// With `delay`: each frame's delay is drawn uniformly from
+    /// `delay ± jitter` (seeded), never reordering a connection's frames.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration_str"
+    )]
+    pub jitter: Option<Duration>,
+    /// Drop this fraction (0 to 1) of the packets node `on` sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    /// Whose traffic `delay` or `loss` hits (as `kill`: "trader", "warehouse"
+    /// or a peer id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<Target>,
+    /// A network fault heals this long after it began (default: it lasts
+    /// until trading ends).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration_str"
+    )]
+    pub heal: Option<Duration>,
+}
+
+/// A fault on the network rather than on a node's process, as the launcher
+/// applies it (with nftables in `--netns` mode, else through the transport's
+/// fault layer, [`crate::net::Faulty`]) and as the history records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "net", rename_all = "snake_case")]
+pub enum NetFault {
+    /// The groups cannot reach each other.
+    Partition { groups: Vec<Vec<NodeId>> },
+    /// Frames `on` sends wait `delay_ms ± jitter_ms`.
+    Delay {
+        on: NodeId,
+        delay_ms: u64,
+        jitter_ms: u64,
+    },
+    /// `per_mille` of the packets `on` sends are dropped.
+    Loss { on: NodeId, per_mille: u32 },
+}
+
+impl NetFault {
+    /// The nodes it touches (every node of a partition's groups).
+    pub fn nodes(&self) -> Vec<NodeId> {
+        match self {
+            NetFault::Partition { groups } => groups.iter().flatten().copied().collect(),
+            NetFault::Delay { on, .. } | NetFault::Loss { on, .. } => vec![*on],
+        }
+    }
+}
+
+impl std::fmt::Display for NetFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetFault::Partition { groups } => {
+                let gs: Vec<String> = groups
+                    .iter()
+                    .map(|g| {
+                        let ids: Vec<String> = g.iter().map(|n| n.0.to_string()).collect();
+                        format!("[{}]", ids.join(","))
+                    })
+                    .collect();
+                write!(f, "partition {}", gs.join(" | "))
+            }
+            NetFault::Delay {
+                on,
+                delay_ms,
+                jitter_ms,
+            } => write!(f, "delay {delay_ms}±{jitter_ms} ms on {on}"),
+            NetFault::Loss { on, per_mille } => {
+                write!(f, "loss {:.1}% on {on}", *per_mille as f64 / 10.0)
+            }
+        }
+    }
 }
 
 /// Whom a fault hits: `"trader"` (a random current trader, seeded) or a peer id.
@@ -160,8 +247,47 @@ impl<'de> Deserialize<'de> for Target {
 }
 
 impl Fault {
+    /// Whether this is a network fault (`partition`, `delay`, `loss`).
+    pub fn is_network(&self) -> bool {
+        self.partition.is_some() || self.delay.is_some() || self.loss.is_some()
+    }
+
+    /// The network fault, with `on` resolved to `victim` (a partition
+    /// names its own nodes); `None` for a node fault.
+    pub fn network(&self, victim: Option<NodeId>) -> Option<NetFault> {
+        if let Some(groups) = &self.partition {
+            let groups = groups
+                .iter()
+                .map(|g| g.iter().copied().map(NodeId).collect())
+                .collect();
+            return Some(NetFault::Partition { groups });
+        }
+        let on = victim?;
+        if let Some(d) = self.delay {
+            return Some(NetFault::Delay {
+                on,
+                delay_ms: d.as_millis() as u64,
+                jitter_ms: self.jitter.unwrap_or_default().as_millis() as u64,
+            });
+        }
+        self.loss.map(|p| NetFault::Loss {
+            on,
+            per_mille: (p * 1000.0).round() as u32,
+        })
+    }
+
     /// What the fault does and to whom.
     pub fn action(&self) -> (FaultKind, Target) {
+        if self.is_network() {
+            let kind = if self.partition.is_some() {
+                FaultKind::Partition
+            } else if self.delay.is_some() {
+                FaultKind::Delay
+            } else {
+                FaultKind::Loss
+            };
+            return (kind, self.on.unwrap_or(Target::Trader));
+        }
         match (self.kill, self.wedge, self.pause) {
             (Some(t), ..) => (FaultKind::Kill, t),
             (None, Some(t), _) => (FaultKind::Wedge, t),
@@ -176,6 +302,9 @@ impl Fault {
         match self.action().0 {
             FaultKind::Pause => self.lasting.map(|d| (FaultKind::Resume, d)),
             FaultKind::Kill => self.restart_after.map(|d| (FaultKind::Restart, d)),
+            FaultKind::Partition | FaultKind::Delay | FaultKind::Loss => {
+                self.heal.map(|d| (FaultKind::Heal, d))
+            }
             _ => None,
         }
     }
@@ -195,13 +324,13 @@ pub enum FaultKind {
     Resume,
     /// Start a killed node again on its data directory.
     Restart,
-    /// Cut a node off from some others (the simulator's nemesis).
+    /// Cut the network between groups of nodes.
     Partition,
-    /// Delay a node's messages (the simulator's nemesis).
+    /// Delay (with jitter) a node's traffic.
     Delay,
-    /// Drop some of a node's messages (the simulator's nemesis).
+    /// Drop some of a node's packets.
     Loss,
-    /// Undo a partition, a delay or a loss: the node's links are whole again.
+    /// Undo a network fault.
     Heal,
 }
 
@@ -344,6 +473,25 @@ pub struct Network {
     pub warehouse: Option<SocketAddr>,
     #[serde(default)]
     pub peers: Vec<SocketAddr>,
+    /// The market's shared secret: with it, only nodes holding it can
+    /// connect (see [`crate::auth`]). At least 16 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// A file holding the shared secret (instead of `key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl Network {
+    /// The market's key, if one is set (read from `key_file` now).
+    pub fn key(&self) -> Result<Option<crate::auth::Key>, ConfigError> {
+        match (&self.key, &self.key_file) {
+            (Some(_), Some(_)) => Err(bad("[network] give key = ... or key_file = ..., not both")),
+            (Some(k), None) => crate::auth::Key::from_secret(k).map(Some).map_err(bad),
+            (None, Some(f)) => crate::auth::Key::from_file(f).map(Some).map_err(bad),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// What a node does in the market.
@@ -547,11 +695,21 @@ impl Config {
                 h.timeout.saturating_sub(h.interval)
             )));
         }
+        if let (Some(k), None) = (&self.network.key, &self.network.key_file) {
+            crate::auth::Key::from_secret(k).map_err(bad)?;
+        }
+        if self.network.key.is_some() && self.network.key_file.is_some() {
+            return Err(bad("[network] give key = ... or key_file = ..., not both"));
+        }
         for (i, f) in self.faults.iter().enumerate() {
+            if f.is_network() || f.on.is_some() || f.heal.is_some() || f.jitter.is_some() {
+                self.validate_network_fault(i, f)?;
+                continue;
+            }
             let given = [f.kill, f.wedge, f.pause].iter().flatten().count();
             if given != 1 {
                 return Err(bad(format!(
-                    "[[faults]] #{i}: give exactly one of kill = ..., wedge = ... or pause = ... (e.g. {{ at = \"3s\", kill = \"trader\" }})"
+                    "[[faults]] #{i}: give exactly one of kill = ..., wedge = ..., pause = ..., partition = ..., delay = ... or loss = ... (e.g. {{ at = \"3s\", kill = \"trader\" }})"
                 )));
             }
             match (f.action().0, f.lasting, f.restart_after) {
@@ -602,6 +760,109 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Checks a network fault (`partition`, `delay`, `loss`).
+    fn validate_network_fault(&self, i: usize, f: &Fault) -> Result<(), ConfigError> {
+        let given = [f.partition.is_some(), f.delay.is_some(), f.loss.is_some()]
+            .iter()
+            .filter(|x| **x)
+            .count()
+            + [f.kill, f.wedge, f.pause].iter().flatten().count();
+        if given != 1 {
+            return Err(bad(format!(
+                "[[faults]] #{i}: give exactly one of kill, wedge, pause, partition, delay or loss (on = ..., jitter = ... and heal = ... go with a network fault)"
+            )));
+        }
+        if f.lasting.is_some() || f.restart_after.is_some() {
+            return Err(bad(format!(
+                "[[faults]] #{i}: a network fault is undone by heal = ..., not lasting or restart_after"
+            )));
+        }
+        if f.jitter.is_some() && f.delay.is_none() {
+            return Err(bad(format!(
+                "[[faults]] #{i}: jitter goes with delay = ... only"
+            )));
+        }
+        if let (Some(d), Some(j)) = (f.delay, f.jitter)
+            && j > d
+        {
+            return Err(bad(format!(
+                "[[faults]] #{i}: jitter = {j:?} is more than delay = {d:?} (a frame cannot leave before it was sent)"
+            )));
+        }
+        if f.delay.is_some_and(|d| d > Duration::from_secs(60)) {
+            return Err(bad(format!("[[faults]] #{i}: delay is over 60s")));
+        }
+        if let Some(p) = f.loss
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return Err(bad(format!(
+                "[[faults]] #{i}: loss = {p} (need a fraction in (0, 1], e.g. 0.1 for 10%)"
+            )));
+        }
+        let peers = self.market.peers;
+        let check_node = |n: u32| -> Result<(), ConfigError> {
+            if n > peers {
+                return Err(bad(format!(
+                    "[[faults]] #{i} names node {n}, but nodes are 0 (the warehouse) and peers 1..={peers}"
+                )));
+            }
+            Ok(())
+        };
+        if let Some(groups) = &f.partition {
+            if f.on.is_some() {
+                return Err(bad(format!(
+                    "[[faults]] #{i}: a partition names its nodes in its groups, not with on = ..."
+                )));
+            }
+            if groups.len() < 2 || groups.iter().any(|g| g.is_empty()) {
+                return Err(bad(format!(
+                    "[[faults]] #{i}: partition = {groups:?} needs two or more non-empty groups, e.g. [[5], [6, 0]]"
+                )));
+            }
+            let mut seen = BTreeSet::new();
+            for &n in groups.iter().flatten() {
+                check_node(n)?;
+                if !seen.insert(n) {
+                    return Err(bad(format!(
+                        "[[faults]] #{i}: node {n} is in two groups of the partition"
+                    )));
+                }
+            }
+        } else {
+            match f.on {
+                None => {
+                    return Err(bad(format!(
+                        "[[faults]] #{i}: say whose traffic with on = ... (\"trader\", \"warehouse\" or a peer id)"
+                    )));
+                }
+                Some(Target::Peer(n)) => check_node(n.0)?,
+                Some(Target::Trader) => {}
+            }
+        }
+        if f.at >= self.market.duration {
+            return Err(bad(format!(
+                "[[faults]] #{i}: at = {:?} is not before the end of trading ([market] duration = {:?})",
+                f.at, self.market.duration
+            )));
+        }
+        if let Some(h) = f.heal
+            && f.at + h >= self.market.duration
+        {
+            return Err(bad(format!(
+                "[[faults]] #{i}: its heal at {:?} is not before the end of trading ([market] duration = {:?})",
+                f.at + h,
+                self.market.duration
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether any fault is a network fault (the nodes then run the
+    /// transport's fault layer).
+    pub fn has_network_faults(&self) -> bool {
+        self.faults.iter().any(Fault::is_network)
     }
 
     /// The traders before any election: the `traders` highest peer ids.
@@ -848,6 +1109,58 @@ mod tests {
         assert!(err("[[faults]]\nat = \"1s\"\nkill = 9").contains("peers are 1..=6"));
         assert!(err("[[faults]]\nat = \"1s\"").contains("exactly one of"));
         assert!(err("[[faults]]\nat = \"1m\"\nkill = 6").contains("not before the end"));
+    }
+
+    #[test]
+    fn network_faults_parse_and_bad_ones_say_what_to_write() {
+        let cfg = Config::from_toml(
+            "faults = [{ at = \"1s\", partition = [[5], [6, 0]], heal = \"2s\" }, { at = \"2s\", delay = \"50ms\", jitter = \"10ms\", on = \"warehouse\" }, { at = \"3s\", loss = 0.1, on = \"trader\" }]",
+        )
+        .unwrap();
+        assert!(cfg.has_network_faults());
+        assert_eq!(cfg.faults[0].action().0, FaultKind::Partition);
+        assert_eq!(
+            cfg.faults[0].undo(),
+            Some((FaultKind::Heal, Duration::from_secs(2)))
+        );
+        assert_eq!(
+            cfg.faults[0].network(None),
+            Some(NetFault::Partition {
+                groups: vec![vec![NodeId(5)], vec![NodeId(6), NodeId(0)]]
+            })
+        );
+        assert_eq!(
+            cfg.faults[1].network(Some(NodeId(0))),
+            Some(NetFault::Delay {
+                on: NodeId(0),
+                delay_ms: 50,
+                jitter_ms: 10
+            })
+        );
+        assert_eq!(cfg.faults[2].action(), (FaultKind::Loss, Target::Trader));
+        assert_eq!(
+            cfg.faults[2].network(Some(NodeId(6))),
+            Some(NetFault::Loss {
+                on: NodeId(6),
+                per_mille: 100
+            })
+        );
+        let f = |body: &str| err(&format!("[[faults]]\nat = \"1s\"\n{body}"));
+        assert!(f("partition = [[5]]").contains("two or more non-empty groups"));
+        assert!(f("partition = [[5], [5]]").contains("in two groups"));
+        assert!(f("partition = [[5], [9]]").contains("names node 9"));
+        assert!(f("partition = [[5], [6]]\non = 5").contains("not with on"));
+        assert!(f("delay = \"50ms\"").contains("say whose traffic"));
+        assert!(f("delay = \"5ms\"\njitter = \"6ms\"\non = 5").contains("more than delay"));
+        assert!(f("loss = 1.5\non = 5").contains("need a fraction"));
+        assert!(f("loss = 0.1\non = 5\nkill = 6").contains("exactly one of"));
+        assert!(f("loss = 0.1\non = 5\nlasting = \"1s\"").contains("undone by heal"));
+        assert!(f("loss = 0.1\non = 5\nheal = \"1m\"").contains("not before the end"));
+        assert!(f("jitter = \"1ms\"\nkill = 6").contains("jitter goes with delay"));
+        assert!(err("[network]\nkey = \"short\"").contains("at least 16"));
+        assert!(
+            err("[network]\nkey = \"0123456789abcdef\"\nkey_file = \"k\"").contains("not both")
+        );
     }
 
     #[test]

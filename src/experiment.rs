@@ -317,6 +317,7 @@ impl Plan {
                     pause: None,
                     lasting: None,
                     restart_after: None,
+                    ..Fault::default()
                 }];
             }
         }

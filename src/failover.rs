@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Lamport;
-use crate::config::FaultKind;
+use crate::config::{FaultKind, NetFault};
 use crate::history::{History, Outcome};
 use crate::membership::Happening;
 use crate::warehouse::store::Snapshot;
@@ -85,6 +85,170 @@ pub struct FaultReport {
     pub shipped_per_s_after: f64,
 }
 
+/// The requests of a stretch of the run: how many completed, how fast, and
+/// their latency.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    pub seconds: f64,
+    /// Requests completed (any outcome) in the window, and per second.
+    pub requests: u64,
+    pub per_s: f64,
+    /// Requests that failed (timed out, refused) in the window.
+    pub failed: u64,
+    /// Latency of the requests completed in the window, in ms.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Window {
+    fn of(history: &History, from_us: u64, to_us: u64) -> Window {
+        let mut lat: Vec<u64> = Vec::new();
+        let mut failed = 0;
+        for r in history
+            .requests
+            .iter()
+            .filter(|r| r.completed_us >= from_us && r.completed_us < to_us)
+        {
+            lat.push(r.latency_us);
+            if r.outcome != Outcome::Ok {
+                failed += 1;
+            }
+        }
+        lat.sort_unstable();
+        let q = |p: f64| {
+            if lat.is_empty() {
+                0.0
+            } else {
+                lat[((lat.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+            }
+        };
+        let seconds = to_us.saturating_sub(from_us) as f64 / 1e6;
+        Window {
+            seconds,
+            requests: lat.len() as u64,
+            per_s: if seconds > 0.0 {
+                lat.len() as f64 / seconds
+            } else {
+                0.0
+            },
+            failed,
+            p50_ms: q(0.5),
+            p99_ms: q(0.99),
+        }
+    }
+}
+
+/// A network fault (partition, delay, loss) from its start to its heal, and
+/// the requests before, during and after it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetworkFaultReport {
+    pub fault: FaultKind,
+    pub change: NetFault,
+    /// Seconds after trading began: the start, and the heal (`None`: never
+    /// healed before the end).
+    pub from_s: f64,
+    pub until_s: Option<f64>,
+    pub from_us: u64,
+    pub until_us: Option<u64>,
+    /// From the start of trading (or the previous heal) to the start; the
+    /// fault; from the heal to the end of trading.
+    pub before: Window,
+    pub during: Window,
+    pub after: Window,
+}
+
+impl NetworkFaultReport {
+    /// The faults of the history, each with its heal.
+    pub fn build(history: &History, began_us: u64, ended_us: u64) -> Vec<NetworkFaultReport> {
+        let mut out: Vec<NetworkFaultReport> = Vec::new();
+        for r in &history.failover {
+            let Happening::Network { fault, change } = &r.what else {
+                continue;
+            };
+            let s = |us: u64| us.saturating_sub(began_us) as f64 / 1e6;
+            if *fault == FaultKind::Heal {
+                if let Some(open) = out
+                    .iter_mut()
+                    .find(|o| o.until_us.is_none() && o.change == *change)
+                {
+                    open.until_us = Some(r.wall_us);
+                    open.until_s = Some(s(r.wall_us));
+                }
+                continue;
+            }
+            out.push(NetworkFaultReport {
+                fault: *fault,
+                change: change.clone(),
+                from_s: s(r.wall_us),
+                until_s: None,
+                from_us: r.wall_us,
+                until_us: None,
+                before: Window::default(),
+                during: Window::default(),
+                after: Window::default(),
+            });
+        }
+        for o in &mut out {
+            let until = o.until_us.unwrap_or(ended_us).min(ended_us);
+            o.before = Window::of(history, began_us, o.from_us);
+            o.during = Window::of(history, o.from_us, until);
+            o.after = Window::of(history, until, ended_us);
+        }
+        out
+    }
+
+    /// Whether a network fault touching `node` (or the warehouse, which
+    /// every trader needs) was in force at `wall_us`, or had healed less
+    /// than [`AFTERMATH_US`] before: what explains an outage or a death
+    /// that no node fault caused.
+    pub fn explains(history: &History, node: NodeId, wall_us: u64) -> bool {
+        let mut open: Vec<(&NetFault, u64)> = Vec::new();
+        let mut spans: Vec<(u64, u64, &NetFault)> = Vec::new();
+        for r in &history.failover {
+            let Happening::Network { fault, change } = &r.what else {
+                continue;
+            };
+            if *fault == FaultKind::Heal {
+                if let Some(i) = open.iter().position(|(c, _)| *c == change) {
+                    let (c, from) = open.remove(i);
+                    spans.push((from, r.wall_us, c));
+                }
+            } else {
+                open.push((change, r.wall_us));
+            }
+        }
+        spans.extend(open.into_iter().map(|(c, from)| (from, u64::MAX, c)));
+        spans.iter().any(|(from, until, c)| {
+            let touched = c.nodes();
+            (touched.contains(&node) || touched.contains(&NodeId::WAREHOUSE))
+                && wall_us >= *from
+                && wall_us <= until.saturating_add(AFTERMATH_US)
+        })
+    }
+
+    /// The fault and its effect, in a line.
+    pub fn line(&self) -> String {
+        let until = self
+            .until_s
+            .map_or("the end".to_string(), |u| format!("{u:.1} s"));
+        format!(
+            "{} from {:.1} s to {until}: {:.0} req/s (p50 {:.1} ms, p99 {:.0} ms, {} failed) against {:.0} req/s (p50 {:.1} ms) before",
+            self.change,
+            self.from_s,
+            self.during.per_s,
+            self.during.p50_ms,
+            self.during.p99_ms,
+            self.during.failed,
+            self.before.per_s,
+            self.before.p50_ms,
+        )
+    }
+}
+
+/// How long after a network fault heals its effects still count as its own
+/// (a connection across it is found dead and made anew): 2 s.
+pub const AFTERMATH_US: u64 = 2_000_000;
+
 /// The failover section of `report.json`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FailoverReport {
@@ -106,6 +270,10 @@ pub struct FailoverReport {
     /// Times the warehouse could not be reached.
     #[serde(default)]
     pub warehouse_outages: Vec<Outage>,
+    /// The network faults, each from its start to its heal, with the
+    /// requests' rate and latency before, during and after it.
+    #[serde(default)]
+    pub network_faults: Vec<NetworkFaultReport>,
 }
 
 impl FailoverReport {
@@ -212,8 +380,10 @@ impl FailoverReport {
                 Happening::Warehouse { up, reason } => {
                     warehouse.push((r.wall_us, *up, reason.clone()))
                 }
-                Happening::Promoted { .. } | Happening::View { .. } | Happening::Deposed { .. } => {
-                }
+                Happening::Promoted { .. }
+                | Happening::View { .. }
+                | Happening::Deposed { .. }
+                | Happening::Network { .. } => {}
             }
         }
         views.sort_by_key(|v| v.view.epoch);
@@ -322,6 +492,7 @@ impl FailoverReport {
             lost,
             views,
             warehouse_outages,
+            network_faults: NetworkFaultReport::build(history, began_us, ended_us),
         }
     }
 }

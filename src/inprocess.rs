@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, FaultKind, Role, Target};
-use crate::history::{self, Event};
+use crate::history;
 use crate::membership::{Happening, Membership, Record};
 use crate::net::{Tcp, Transport};
 use crate::node::{AddressBook, IoMode, NodeContext, ServeOptions};
@@ -190,7 +190,7 @@ pub async fn run(cfg: &Config, runs_root: &Path) -> anyhow::Result<Report> {
             records.push(r);
         }
     }
-    write_launcher_history(&dir, &records)?;
+    dir.write_launcher_history(&records)?;
     if !interrupted {
         tokio::select! {
             _ = tokio::time::sleep_until(began + cfg.market.duration) => {}
@@ -286,15 +286,4 @@ fn wedge(kind: FaultKind, target: Target, nodes: &[Running], rng: &mut StdRng) -
             victim,
         },
     })
-}
-
-/// The launcher's own history lines (faults), as [`crate::market`] writes them.
-fn write_launcher_history(dir: &RunDir, records: &[Record]) -> anyhow::Result<()> {
-    let mut text = String::new();
-    for r in records {
-        text.push_str(&serde_json::to_string(&Event::Failover(r.clone()))?);
-        text.push('\n');
-    }
-    std::fs::write(dir.history().join("launcher.jsonl"), text)?;
-    Ok(())
 }

@@ -12,12 +12,14 @@
 //! | `clock` | launcher → node | tell me your Lamport time (before a fault) |
 //! | `clock <n>` | node → launcher | my Lamport time is `n` |
 //! | `wedge` | launcher → node | stop your trader's worker, keep the socket |
+//! | `net <rules JSON>` | launcher → node | the network faults now in force (the fault layer, [`crate::net::Faulty`]) |
 //! | `stop` | launcher → node | stop trading, then wait for stdin to close |
 //! | `done` | node → launcher | stopped trading, history written |
 
 use std::net::SocketAddr;
 
 use crate::clock::Lamport;
+use crate::net::NetRules;
 use crate::node::AddressBook;
 use crate::wire::{Epoch, NodeId, View};
 
@@ -30,6 +32,7 @@ pub enum Line {
     AskClock,
     Clock(Lamport),
     Wedge,
+    Net(NetRules),
     Stop,
     Done,
 }
@@ -60,6 +63,10 @@ impl std::fmt::Display for Line {
             Line::AskClock => write!(f, "clock"),
             Line::Clock(l) => write!(f, "clock {}", l.0),
             Line::Wedge => write!(f, "wedge"),
+            Line::Net(rules) => {
+                let json = serde_json::to_string(rules).map_err(|_| std::fmt::Error)?;
+                write!(f, "net {json}")
+            }
             Line::Stop => write!(f, "stop"),
             Line::Done => write!(f, "done"),
         }
@@ -91,6 +98,9 @@ impl std::str::FromStr for Line {
             ("clock", "") => Line::AskClock,
             ("clock", n) => Line::Clock(Lamport(n.parse().map_err(|_| bad("expected a number"))?)),
             ("wedge", "") => Line::Wedge,
+            ("net", json) => Line::Net(
+                serde_json::from_str(json).map_err(|e| bad(&format!("bad network rules: {e}")))?,
+            ),
             ("stop", "") => Line::Stop,
             ("done", "") => Line::Done,
             _ => return Err(bad("unknown")),
@@ -117,6 +127,11 @@ mod tests {
             Line::AskClock,
             Line::Clock(Lamport(42)),
             Line::Wedge,
+            Line::Net(NetRules {
+                faults: vec![crate::config::NetFault::Partition {
+                    groups: vec![vec![NodeId(5)], vec![NodeId(6), NodeId(0)]],
+                }],
+            }),
             Line::Stop,
             Line::Done,
         ];
@@ -135,6 +150,8 @@ mod tests {
             "traders 1 a,b",
             "clock -1",
             "start {",
+            "net {",
+            "net {\"faults\": [{\"net\": \"flood\"}]}",
             "hello",
         ] {
             let err = bad.parse::<Line>().unwrap_err();

@@ -33,7 +33,11 @@
 //! - [`config`]: the market config (TOML, defaults embedded, validated).
 //! - [`wire`]: the envelope, the message enum, frames and their limits.
 //! - [`clock`]: the Lamport clock.
-//! - [`net`]: the transport seam (TCP today, a simulated network in tests).
+//! - [`net`]: the transport seam (TCP today, a simulated network in tests),
+//!   and the fault layer over it (partitions, delay with jitter, loss).
+//! - [`auth`]: the closed door: the keyed hello and sealed records
+//!   (`[network] key`).
+//! - [`netns`]: `bazaar run --netns`: a namespace per node, nftables faults.
 //! - [`connection`]: both ends of a connection: the hello, the writer.
 //! - [`link`]: a multiplexed client connection to one node.
 //! - [`node`]: the node runtime (the base every role stands on): listener,
@@ -71,6 +75,7 @@
 //! - [`experiment`]: the document's experiments (`bazaar experiment`), each
 //!   a set of market runs summed up in a table and plots.
 
+pub mod auth;
 pub mod backoff;
 pub mod bench;
 pub mod check;
@@ -90,6 +95,7 @@ pub mod link;
 pub mod market;
 pub mod membership;
 pub mod net;
+pub mod netns;
 pub mod node;
 pub mod peer;
 pub mod report;

@@ -109,6 +109,13 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum NetnsCmd {
+    /// Remove the namespaces (with their links and rules) of `bazaar run
+    /// --netns` runs whose launcher is gone (killed outright, or crashed).
+    Clean,
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Run a whole market on this machine (one process per node) and print its report.
     #[command(after_long_help = AFTER_LONG_HELP)]
@@ -133,6 +140,16 @@ enum Cmd {
         /// markets. Faults other than wedge are refused.
         #[arg(long)]
         in_process: bool,
+        /// Run each node in a network namespace of its own, joined by a bridge;
+        /// partitions and loss become nftables rules (needs root and nftables;
+        /// see README, "Network faults").
+        #[arg(long)]
+        netns: bool,
+    },
+    /// Network namespaces of `bazaar run --netns`.
+    Netns {
+        #[command(subcommand)]
+        action: NetnsCmd,
     },
     /// Measure the market against a one-hop echo over bazaar's own transport:
     /// throughput, latency and CPU per request in each mode, as ratios to the echo.
@@ -365,8 +382,11 @@ fn main() -> ExitCode {
         Ok(code) => code.into(),
         Err(e) => {
             let bad_input = reads_run_dir
-                || e.chain()
-                    .any(|c| c.is::<ConfigError>() || c.is::<RunDirError>());
+                || e.chain().any(|c| {
+                    c.is::<ConfigError>()
+                        || c.is::<RunDirError>()
+                        || c.is::<bazaar::netns::NetnsError>()
+                });
             eprintln!("error: {e:#}");
             if bad_input {
                 Exit::BadInput
@@ -419,6 +439,18 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<Exit> {
             print!("{}", bazaar::config::DEFAULT_TOML);
             Ok(Exit::Ok)
         }
+        Cmd::Netns {
+            action: NetnsCmd::Clean,
+        } => {
+            let removed = bazaar::netns::clean_orphans()?;
+            for ns in &removed {
+                println!("removed {ns}");
+            }
+            if removed.is_empty() {
+                println!("no namespaces of a gone launcher");
+            }
+            Ok(Exit::Ok)
+        }
         Cmd::Run {
             config,
             duration,
@@ -426,6 +458,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<Exit> {
             mode,
             runs_dir,
             in_process,
+            netns,
         } => {
             let mut cfg = load_config(config.as_deref())?;
             if let Some(d) = duration {
@@ -438,11 +471,20 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<Exit> {
                 cfg.market.mode = m.into();
             }
             cfg.validate()?;
-            let report = if in_process {
-                bazaar::inprocess::run(&cfg, &runs_dir).await?
-            } else {
-                let exe = std::env::current_exe().context("cannot find the bazaar binary")?;
-                bazaar::market::run(&cfg, &runs_dir, &exe).await?
+            let report = match (in_process, netns) {
+                (true, true) => bail!(ConfigError(
+                    "--in-process and --netns exclude each other: in-process nodes share one network namespace".into()
+                )),
+                (true, false) => bazaar::inprocess::run(&cfg, &runs_dir).await?,
+                (false, netns) => {
+                    let exe = std::env::current_exe().context("cannot find the bazaar binary")?;
+                    let placement = if netns {
+                        bazaar::market::Placement::Netns
+                    } else {
+                        bazaar::market::Placement::Loopback
+                    };
+                    bazaar::market::run(&cfg, &runs_dir, &exe, placement).await?
+                }
             };
             print!("{}", report.summary());
             Ok(report.status().into())
@@ -816,7 +858,10 @@ async fn run_node(
                 // `bazaar check` and `bazaar report`.
                 std::fs::create_dir_all(&dir.root)
                     .with_context(|| format!("cannot create {}", dir.root.display()))?;
-                std::fs::write(dir.config(), cfg.to_toml())
+                // Without the market's secret: `check` and `report` need none.
+                let mut shown = cfg.clone();
+                shown.network.key = None;
+                std::fs::write(dir.config(), shown.to_toml())
                     .with_context(|| format!("cannot write {}", dir.config().display()))?;
             }
             (dir.data_of(me), dir.history())
@@ -826,7 +871,21 @@ async fn run_node(
             (d.clone(), d.join("history"))
         }
     };
-    let transport: Arc<dyn Transport> = Tcp::shared();
+    // The fault layer, driven by the launcher's `net` lines, when the run
+    // injects network faults; the door ([network] key) over it.
+    let mut transport: Arc<dyn Transport> = Tcp::shared();
+    let mut faults = None;
+    if launched && cfg.has_network_faults() {
+        let (t, control) = bazaar::net::Faulty::over(transport, me, cfg.market.seed ^ 0x0E7_FA17);
+        (transport, faults) = (t, Some(control));
+    }
+    match cfg.network.key()? {
+        Some(key) => transport = bazaar::auth::Keyed::over(transport, key),
+        None if !launched => tracing::warn!(
+            "no [network] key: anyone who can reach {listen} can connect and send this node any message; set [network] key or key_file on every node"
+        ),
+        None => {}
+    }
     let listener = transport
         .bind(listen)
         .await
@@ -847,6 +906,9 @@ async fn run_node(
         let Ok(Line::Start(book)) = line.parse::<Line>() else {
             bail!("expected `start <address book>` on stdin, got {line:?}");
         };
+        if let Some(f) = &faults {
+            f.set_book(book.nodes.iter().map(|(n, a)| (*n, *a)));
+        }
         let (work, all) = (stop_work.clone(), stop_all.clone());
         let (wedge, clock) = (wedge.clone(), clock.clone());
         tokio::spawn(async move {
@@ -857,6 +919,14 @@ async fn run_node(
                     Ok(Line::Wedge) => wedge.cancel(),
                     // The launcher asks for our Lamport time just before a fault.
                     Ok(Line::AskClock) => Line::Clock(clock.now()).tell(),
+                    // The network faults in force (the fault layer's rules).
+                    Ok(Line::Net(rules)) => match &faults {
+                        Some(f) => {
+                            tracing::info!(?rules, "network faults");
+                            f.set(rules)
+                        }
+                        None => tracing::warn!("network faults, but no fault layer"),
+                    },
                     Ok(other) => tracing::warn!("unexpected launcher line {other}"),
                     Err(e) => tracing::warn!("{e}"),
                 }

@@ -19,6 +19,18 @@
 //! its Lamport time (`clock` → `clock <n>`), then SIGKILLs its process (`kill`)
 //! or stops its trader worker (`wedge`). Each fault is a `failover` line in
 //! `history/launcher.jsonl`.
+//!
+//! Network faults (`partition`, `delay`, `loss`, each undone by its `heal`):
+//! the launcher keeps the set in force and, at each change, hands it to
+//! every node (`net <rules>`, for the transport's fault layer,
+//! [`crate::net::Faulty`]); in `--netns` mode ([`crate::netns`]) partitions
+//! and loss are nftables rules in the nodes' namespaces instead, and only
+//! delays go to the fault layer. Each change is a `network` failover line.
+//!
+//! The door: unless the config sets `[network] key` or `key_file`, the
+//! launcher makes a fresh key for the run (`RUN_DIR/key`, mode 0600, named
+//! by `key_file` in the run's `config.toml`), so only the run's own nodes
+//! can connect to them ([`crate::auth`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -35,12 +47,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Lamport;
-use crate::config::{Config, FaultKind, Role, Target};
+use crate::config::{Config, Fault, FaultKind, NetFault, Role, Target};
 use crate::history;
 pub use crate::rundir::{LATEST, NodeInfo, RunDir, read_nodes, read_unflushed, timestamp};
 
 use crate::launch::Line;
 use crate::membership::{Happening, Record};
+use crate::net::NetRules;
+use crate::netns::Netns;
 use crate::node::AddressBook;
 use crate::report::{Report, Trading};
 use crate::wire::{NodeId, View};
@@ -51,6 +65,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a fault's victim may take to tell its Lamport time.
 const CLOCK_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long a fault on "a trader" waits for the first election.
+const ELECTION_WAIT: Duration = Duration::from_secs(5);
 /// Longer than any run (24 h is the most a config allows).
 const FOREVER: Duration = Duration::from_secs(48 * 3600);
 /// Lines from children that may wait for the launcher to read them.
@@ -87,20 +103,72 @@ impl Launched {
     }
 }
 
+/// Where the launcher runs the nodes.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// Every node on 127.0.0.1 (no root needed); network faults through the
+    /// transport's fault layer.
+    #[default]
+    Loopback,
+    /// Every node in a network namespace of its own (root); partitions and
+    /// loss as nftables rules.
+    Netns,
+}
+
 /// Runs a whole market and returns its report (also written to the run dir).
 /// `exe` is the `bazaar` binary that children run.
-pub async fn run(cfg: &Config, runs_root: &Path, exe: &Path) -> anyhow::Result<Report> {
+pub async fn run(
+    cfg: &Config,
+    runs_root: &Path,
+    exe: &Path,
+    placement: Placement,
+) -> anyhow::Result<Report> {
+    if placement == Placement::Netns {
+        let needs_nft = cfg
+            .faults
+            .iter()
+            .any(|f| f.partition.is_some() || f.loss.is_some());
+        crate::netns::preflight(needs_nft)?;
+    }
+    // A `key_file` of the user's is read now: a bad one stops the run
+    // before anything is made.
+    cfg.network.key()?;
     let dir = RunDir::create(runs_root, &cfg.market.name)?;
+    let mut cfg = cfg.clone();
+    // The nodes read the key from a file only their owner can read, never
+    // from the run's config.toml: a fresh one, or the config's `key` moved
+    // there.
+    if cfg.network.key_file.is_none() {
+        let path = std::path::absolute(dir.root.join("key"))?;
+        let secret = match cfg.network.key.take() {
+            Some(k) => k,
+            None => crate::auth::Key::generate()?,
+        };
+        write_secret(&path, &secret)?;
+        cfg.network.key_file = Some(path);
+    }
+    let cfg = &cfg;
     std::fs::write(dir.config(), cfg.to_toml())?;
     eprintln!("run dir {}", dir.root.display());
 
+    let peers = cfg.roles_of_peers()?;
+    let net = match placement {
+        Placement::Loopback => None,
+        Placement::Netns => {
+            let ids: Vec<NodeId> = peers.iter().map(|(n, _)| *n).collect();
+            Some(Netns::create(&ids)?)
+        }
+    };
     let mut nodes = Vec::new();
-    for (node, role) in cfg.roles_of_peers()? {
-        nodes.push(spawn(exe, &dir, node, role, None)?);
+    for (node, role) in peers {
+        let listen = net
+            .as_ref()
+            .map(|_| SocketAddr::new(crate::netns::address(node), 0));
+        nodes.push(spawn(exe, &dir, node, role, listen, net.as_ref())?);
     }
     let pids: Vec<u32> = nodes.iter().filter_map(|n| n.child.id()).collect();
     let interrupt = watch_interrupts(pids);
-    let result = drive(cfg, &dir, exe, &mut nodes, &interrupt).await;
+    let result = drive(cfg, &dir, exe, &mut nodes, &interrupt, net.as_ref()).await;
     // Whatever happened, no child outlives the run. The warehouse stops last,
     // so that cached traders can flush their queues to it as they stop.
     let mut late = Vec::new();
@@ -125,28 +193,62 @@ pub async fn run(cfg: &Config, runs_root: &Path, exe: &Path) -> anyhow::Result<R
             }
         }
     }
+    // The namespaces, links and rules go before the report is written.
+    drop(net);
     let mut trading = result?;
     trading.degraded.extend(late);
 
     crate::report::finish(cfg, &dir, &trading)
 }
 
-/// Starts `node`'s process; `again_at` restarts a killed one on its old
-/// address (its log goes on where the first life's ended).
+/// Writes a secret readable by its owner only.
+fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(secret.as_bytes())?;
+    Ok(())
+}
+
+/// Starts `node`'s process listening on `listen` (default 127.0.0.1:0), in
+/// its namespace if `net`; `again` restarts a killed one on its old address
+/// (its log goes on where the first life's ended).
 fn spawn(
     exe: &Path,
     dir: &RunDir,
     node: NodeId,
     role: Role,
-    again_at: Option<SocketAddr>,
+    listen: Option<SocketAddr>,
+    net: Option<&Netns>,
 ) -> anyhow::Result<Launched> {
+    spawn_again(exe, dir, node, role, listen, net, false)
+}
+
+fn spawn_again(
+    exe: &Path,
+    dir: &RunDir,
+    node: NodeId,
+    role: Role,
+    listen: Option<SocketAddr>,
+    net: Option<&Netns>,
+    again: bool,
+) -> anyhow::Result<Launched> {
+    let again_at = listen;
     let log = std::fs::OpenOptions::new()
         .create(true)
-        .append(again_at.is_some())
+        .append(again)
         .write(true)
-        .truncate(again_at.is_none())
+        .truncate(!again)
         .open(dir.logs().join(format!("{node}.log")))?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = match net {
+        Some(net) => net.command(node, exe),
+        None => Command::new(exe),
+    };
     if let Some(addr) = again_at {
         cmd.arg("node").arg("--listen").arg(addr.to_string());
     } else {
@@ -244,8 +346,15 @@ impl Watcher {
     }
 }
 
-/// A fault due at a time after the market opened, and what undoes it.
-type Scheduled = (Duration, FaultKind, Target, Option<(FaultKind, Duration)>);
+/// A fault due at a time after the market opened, what undoes it, and its
+/// index in the config's (sorted) faults.
+type Scheduled = (
+    Duration,
+    FaultKind,
+    Target,
+    Option<(FaultKind, Duration)>,
+    usize,
+);
 
 /// What the launcher needs to start a killed node again.
 struct Respawn<'a> {
@@ -253,6 +362,106 @@ struct Respawn<'a> {
     dir: &'a RunDir,
     book: AddressBook,
     lines: mpsc::Sender<(NodeId, String)>,
+    net: Option<&'a Netns>,
+}
+
+/// A random current trader the launcher knows to be running (seeded).
+fn live_trader(nodes: &[Launched], watcher: &Watcher, rng: &mut StdRng) -> Option<NodeId> {
+    let live: Vec<NodeId> = watcher
+        .view
+        .traders
+        .iter()
+        .copied()
+        .filter(|t| nodes.iter().any(|n| n.node == *t && !n.killed))
+        .collect();
+    (!live.is_empty()).then(|| live[rng.random_range(0..live.len())])
+}
+
+/// The network faults in force, by their index in the schedule.
+type InForce = BTreeMap<usize, NetFault>;
+
+/// Puts network fault `index` (`fault`, aimed at `target`) in force, or
+/// heals it (`kind` = heal), and hands the new set to the nodes (the
+/// fault layer) and, in netns mode, to nftables; returns its history line.
+#[allow(clippy::too_many_arguments)]
+async fn strike_network(
+    kind: FaultKind,
+    index: usize,
+    fault: &Fault,
+    target: Target,
+    in_force: &mut InForce,
+    nodes: &mut [Launched],
+    watcher: &mut Watcher,
+    rng: &mut StdRng,
+    net: Option<&Netns>,
+) -> anyhow::Result<Option<Record>> {
+    let wall_us = history::wall_us();
+    let change = if kind == FaultKind::Heal {
+        let Some(change) = in_force.remove(&index) else {
+            return Ok(None);
+        };
+        change
+    } else {
+        if target == Target::Trader && watcher.view.traders.is_empty() {
+            watcher
+                .until(ELECTION_WAIT, |w| !w.view.traders.is_empty())
+                .await;
+        }
+        let victim = match target {
+            Target::Peer(n) => Some(n),
+            Target::Trader => live_trader(nodes, watcher, rng),
+        };
+        let Some(change) = fault.network(victim) else {
+            eprintln!("fault {kind:?}: no live trader to strike; skipped");
+            return Ok(None);
+        };
+        in_force.insert(index, change.clone());
+        change
+    };
+    tell_network(in_force, nodes, net).await?;
+    eprintln!(
+        "fault: {} {change}",
+        if kind == FaultKind::Heal {
+            "heal"
+        } else {
+            "network"
+        }
+    );
+    Ok(Some(Record {
+        wall_us,
+        lamport: None,
+        by: None,
+        what: Happening::Network {
+            fault: kind,
+            change,
+        },
+    }))
+}
+
+/// Hands the network faults in force to whoever makes them.
+async fn tell_network(
+    in_force: &InForce,
+    nodes: &mut [Launched],
+    net: Option<&Netns>,
+) -> anyhow::Result<()> {
+    let all: Vec<NetFault> = in_force.values().cloned().collect();
+    let layer = match net {
+        Some(net) => {
+            net.apply(&all)?;
+            // nftables cannot delay: the fault layer does.
+            all.into_iter()
+                .filter(|f| matches!(f, NetFault::Delay { .. }))
+                .collect()
+        }
+        None => all,
+    };
+    let line = Line::Net(NetRules { faults: layer });
+    for n in nodes.iter_mut().filter(|n| !n.killed) {
+        if let Err(e) = n.say(&line).await {
+            tracing::warn!("cannot tell {} the network faults: {e:#}", n.node);
+        }
+    }
+    Ok(())
 }
 
 /// Carries out one fault; returns its history line (whose `victim` an undo
@@ -265,18 +474,16 @@ async fn strike(
     rng: &mut StdRng,
     respawn: &Respawn<'_>,
 ) -> anyhow::Result<Option<Record>> {
+    // A fault on "a trader" due before the first election has ended (a
+    // loaded machine, a short run) waits for it, a bounded while.
+    if target == Target::Trader && watcher.view.traders.is_empty() {
+        watcher
+            .until(ELECTION_WAIT, |w| !w.view.traders.is_empty())
+            .await;
+    }
     let victim = match target {
         Target::Peer(n) => Some(n),
-        Target::Trader => {
-            let live: Vec<NodeId> = watcher
-                .view
-                .traders
-                .iter()
-                .copied()
-                .filter(|t| nodes.iter().any(|n| n.node == *t && !n.killed))
-                .collect();
-            (!live.is_empty()).then(|| live[rng.random_range(0..live.len())])
-        }
+        Target::Trader => live_trader(nodes, watcher, rng),
     };
     let Some(victim) = victim else {
         eprintln!("fault {kind:?}: no live trader to strike; skipped");
@@ -322,7 +529,7 @@ async fn strike(
         FaultKind::Pause => signal(n, libc::SIGSTOP).context("cannot SIGSTOP")?,
         FaultKind::Resume => signal(n, libc::SIGCONT).context("cannot SIGCONT")?,
         FaultKind::Partition | FaultKind::Delay | FaultKind::Loss | FaultKind::Heal => {
-            bail!("{kind:?} is a network fault, which only the simulator injects")
+            bail!("{kind:?} is a network fault (see strike_network)")
         }
         FaultKind::Restart => {
             let _ = n.child.wait().await;
@@ -330,7 +537,15 @@ async fn strike(
                 .book
                 .get(victim)
                 .context("no address to restart on")?;
-            let mut again = spawn(respawn.exe, respawn.dir, victim, n.role, Some(addr))?;
+            let mut again = spawn_again(
+                respawn.exe,
+                respawn.dir,
+                victim,
+                n.role,
+                Some(addr),
+                respawn.net,
+                true,
+            )?;
             let line = again.hear(READY_TIMEOUT).await?;
             if line.parse::<Line>() != Ok(Line::Ready(addr)) {
                 bail!("{victim} restarted and said {line:?} instead of ready {addr}");
@@ -357,16 +572,27 @@ async fn strike(
 /// Starts the market, lets it trade (injecting the faults), stops it.
 /// Ctrl-C: the first press cancels the returned token (the market stops in
 /// order and is reported); a second kills every node at once and exits.
+/// SIGTERM is taken as Ctrl-C is.
 fn watch_interrupts(pids: Vec<u32>) -> CancellationToken {
     let first = CancellationToken::new();
     let interrupt = first.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return;
+        };
+        let mut either = async || {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r.is_ok(),
+                r = term.recv() => r.is_some(),
+            }
+        };
+        if !either().await {
             return;
         }
         eprintln!("interrupted: stopping the market (Ctrl-C again to kill it)");
         first.cancel();
-        if tokio::signal::ctrl_c().await.is_err() {
+        if !either().await {
             return;
         }
         eprintln!("interrupted again: killing every node");
@@ -376,6 +602,8 @@ fn watch_interrupts(pids: Vec<u32>) -> CancellationToken {
                 libc::kill(pid as libc::pid_t, libc::SIGKILL);
             }
         }
+        // No unwinding past this point: the namespaces go now.
+        crate::netns::clean_registered();
         std::process::exit(130);
     });
     interrupt
@@ -387,6 +615,7 @@ async fn drive(
     exe: &Path,
     nodes: &mut [Launched],
     interrupt: &CancellationToken,
+    net: Option<&Netns>,
 ) -> anyhow::Result<Trading> {
     let mut book = AddressBook::default();
     let mut infos = Vec::new();
@@ -424,6 +653,7 @@ async fn drive(
         dir,
         book: book.clone(),
         lines: tx,
+        net,
     };
     let mut watcher = Watcher {
         lines: rx,
@@ -458,14 +688,16 @@ async fn drive(
     // restart) once it has struck, on the same victim.
     let mut schedule: Vec<Scheduled> = faults
         .iter()
-        .map(|f| {
+        .enumerate()
+        .map(|(i, f)| {
             let (kind, target) = f.action();
-            (f.at, kind, target, f.undo())
+            (f.at, kind, target, f.undo(), i)
         })
         .collect();
+    let mut in_force = InForce::new();
     while !schedule.is_empty() {
         schedule.sort_by_key(|(at, ..)| std::cmp::Reverse(*at));
-        let Some((at, kind, target, undo)) = schedule.pop() else {
+        let Some((at, kind, target, undo, index)) = schedule.pop() else {
             break;
         };
         tokio::select! {
@@ -473,11 +705,34 @@ async fn drive(
             _ = tokio::time::sleep_until(began + at) => {}
             _ = interrupt.cancelled() => { interrupted = true; break; }
         }
+        if faults[index].is_network() {
+            let struck = strike_network(
+                kind,
+                index,
+                &faults[index],
+                target,
+                &mut in_force,
+                nodes,
+                &mut watcher,
+                &mut rng,
+                net,
+            )
+            .await?;
+            if let (Some(_), Some((undo, after))) = (&struck, undo) {
+                schedule.push((at + after, undo, target, None, index));
+            }
+            records.extend(struck);
+            continue;
+        }
         let struck = strike(kind, target, nodes, &mut watcher, &mut rng, &respawn).await?;
+        if kind == FaultKind::Restart && !in_force.is_empty() {
+            // The restarted node starts with no faults: tell it those in force.
+            tell_network(&in_force, nodes, net).await?;
+        }
         if let (Some(r), Some((undo, after))) = (&struck, undo)
             && let Happening::Fault { victim, .. } = r.what
         {
-            schedule.push((at + after, undo, Target::Peer(victim), None));
+            schedule.push((at + after, undo, Target::Peer(victim), None, index));
         }
         records.extend(struck);
     }
@@ -504,6 +759,26 @@ async fn drive(
             _ = tokio::time::sleep_until(began + cfg.market.duration) => {}
             _ = interrupt.cancelled() => interrupted = true,
         }
+    }
+    // Network faults without a heal last until trading ends: healed now,
+    // so the stop (a cached trader's last flush) crosses a whole network.
+    for change in std::mem::take(&mut in_force).into_values() {
+        records.push(Record {
+            wall_us: history::wall_us(),
+            lamport: None,
+            by: None,
+            what: Happening::Network {
+                fault: FaultKind::Heal,
+                change,
+            },
+        });
+    }
+    if records
+        .iter()
+        .any(|r| matches!(r.what, Happening::Network { .. }))
+    {
+        tell_network(&in_force, nodes, net).await?;
+        dir.write_launcher_history(&records)?;
     }
     progress.abort();
     let _ = progress.await; // the line is cleared before anything else prints

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::clock::Lamport;
-use crate::config::{FaultKind, Role};
+use crate::config::{FaultKind, NetFault, Role};
 use crate::wire::{Epoch, NodeId, RequestId, View};
 
 /// One node's view of the trader set.
@@ -145,6 +145,9 @@ pub enum Happening {
     Warehouse { up: bool, reason: String },
     /// The launcher injected a fault into `victim`.
     Fault { fault: FaultKind, victim: NodeId },
+    /// The launcher put a network fault in force (`fault` is its kind) or
+    /// healed it (`fault` is `heal`).
+    Network { fault: FaultKind, change: NetFault },
     /// The recorder (a trader) found `dead` dead at `found_us` (wall µs),
     /// had the warehouse commit `traders` without it (the record's own time:
     /// once `dead`'s lease was over) and told every peer (message 8);

@@ -251,6 +251,10 @@ fn timeline(h: &mut String, report: &Report, history: &History) {
             Happening::Fault { fault, victim } => {
                 rows.push(row(r, format!("{fault:?} {victim}").to_lowercase()))
             }
+            Happening::Network { fault, change } => rows.push(row(
+                r,
+                format!("{}: {change}", format!("{fault:?}").to_lowercase()),
+            )),
             Happening::Detected {
                 dead,
                 cause,

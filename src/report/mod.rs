@@ -267,8 +267,12 @@ pub(crate) fn during_stop(stopped_us: u64, wall_us: u64) -> bool {
 fn degraded(history: &History, trading: &Trading) -> Vec<String> {
     let struck: HashSet<NodeId> = history.faults().map(|(victim, _)| victim).collect();
     let mut why = trading.degraded.clone();
+    let network = crate::failover::NetworkFaultReport::explains;
     for (dead, r) in history.detections() {
-        if struck.contains(&dead) || during_stop(trading.stopped_us, r.wall_us) {
+        if struck.contains(&dead)
+            || during_stop(trading.stopped_us, r.wall_us)
+            || network(history, dead, r.wall_us)
+        {
             continue;
         }
         let by = r.by.map_or("the launcher".to_string(), |b| b.to_string());
@@ -288,7 +292,9 @@ fn degraded(history: &History, trading: &Trading) -> Vec<String> {
         let Happening::Warehouse { up: false, reason } = &r.what else {
             continue;
         };
-        if during_stop(trading.stopped_us, r.wall_us) {
+        if during_stop(trading.stopped_us, r.wall_us)
+            || r.by.is_some_and(|by| network(history, by, r.wall_us))
+        {
             continue;
         }
         let by = r.by.map_or("the launcher".to_string(), |b| b.to_string());

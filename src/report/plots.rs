@@ -66,6 +66,8 @@ const COLORS: [RGBColor; 8] = [
 ];
 const FAULT_COLOR: RGBColor = RGBColor(214, 39, 40);
 const DETECTION_COLOR: RGBColor = RGBColor(255, 160, 0);
+/// Network faults: a band from start to heal.
+const NETWORK_COLOR: RGBColor = RGBColor(31, 119, 180);
 /// A row of the roles plot: a trader, and a trader killed and not yet detected.
 const TRADER_COLOR: RGBColor = RGBColor(31, 119, 180);
 const UNDETECTED_COLOR: RGBColor = RGBColor(240, 150, 150);
@@ -78,10 +80,13 @@ fn register_font() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A vertical line on the time plots.
+/// A vertical line on the time plots (a network fault: a shaded band from
+/// its start to its heal).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Marker {
     pub at_s: f64,
+    /// A network fault's heal (`None`: it lasted to the end).
+    pub until_s: Option<f64>,
     pub label: String,
     pub kind: MarkerKind,
 }
@@ -90,6 +95,7 @@ pub struct Marker {
 pub enum MarkerKind {
     Fault,
     Detection,
+    Network,
 }
 
 /// One line of a time plot.
@@ -243,6 +249,7 @@ pub fn markers(history: &History, stopped_us: u64) -> Vec<Marker> {
         .faults()
         .map(|(victim, r)| Marker {
             at_s: secs(history, r.wall_us),
+            until_s: None,
             label: match &r.what {
                 Happening::Fault { fault, .. } => format!("{fault:?} {victim}").to_lowercase(),
                 _ => format!("fault {victim}"),
@@ -256,10 +263,34 @@ pub fn markers(history: &History, stopped_us: u64) -> Vec<Marker> {
             .filter(|(_, r)| !during_stop(stopped_us, r.wall_us))
             .map(|(dead, r)| Marker {
                 at_s: secs(history, r.wall_us),
+                until_s: None,
                 label: format!("{} declares {dead} dead", r.by.unwrap_or_default()),
                 kind: MarkerKind::Detection,
             }),
     );
+    // Network faults, each from its start to its heal.
+    for r in &history.failover {
+        let Happening::Network { fault, change } = &r.what else {
+            continue;
+        };
+        let at = secs(history, r.wall_us);
+        if *fault == FaultKind::Heal {
+            let label = change.to_string();
+            if let Some(open) = m
+                .iter_mut()
+                .find(|x| x.kind == MarkerKind::Network && x.until_s.is_none() && x.label == label)
+            {
+                open.until_s = Some(at);
+            }
+        } else {
+            m.push(Marker {
+                at_s: at,
+                until_s: None,
+                label: change.to_string(),
+                kind: MarkerKind::Network,
+            });
+        }
+    }
     m.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     m
 }
@@ -937,10 +968,14 @@ fn time_chart<DB: DrawingBackend>(
         .chain(plot.bands.iter().flat_map(|b| b.points.iter().map(|p| p.2)));
     // Head room above the data for the notes and the legend: the legend's
     // share of the plot's height (about 560 px, 22 px an entry), at least 23%.
-    let kinds = [MarkerKind::Fault, MarkerKind::Detection]
-        .iter()
-        .filter(|k| marks.iter().any(|m| m.kind == **k))
-        .count();
+    let kinds = [
+        MarkerKind::Fault,
+        MarkerKind::Detection,
+        MarkerKind::Network,
+    ]
+    .iter()
+    .filter(|k| marks.iter().any(|m| m.kind == **k))
+    .count();
     let entries = plot.lines.len() + plot.dots.len() + plot.bands.len() + kinds;
     let share = ((entries as f64 * NOTE_LINE + 40.0) / 560.0).clamp(0.23, 0.6);
     let room = share / (1.0 - share);
@@ -1067,10 +1102,40 @@ fn draw_markers<DB: DrawingBackend>(
     y0: f64,
     y1: f64,
 ) -> DrawResult<DB> {
+    // Network faults first, as shaded bands under the lines.
+    let x_end = chart.x_range().end;
+    let mut first = true;
+    for (n, m) in marks
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.kind == MarkerKind::Network)
+    {
+        let fill = NETWORK_COLOR.mix(0.15).filled();
+        let band = Rectangle::new([(m.at_s, y0), (m.until_s.unwrap_or(x_end), y1)], fill);
+        let drawn = chart.draw_series(std::iter::once(band))?;
+        if first {
+            drawn
+                .label("network fault (start to heal)")
+                .legend(move |(x, y)| {
+                    Rectangle::new(
+                        [(x, y - 6), (x + 24, y + 6)],
+                        NETWORK_COLOR.mix(0.3).filled(),
+                    )
+                });
+            first = false;
+        }
+        let y = y1 - (0.12 + 0.04 * (n % 3) as f64) * (y1 - y0);
+        chart.draw_series(std::iter::once(Text::new(
+            format!(" {}", m.label),
+            (m.at_s, y),
+            font(16).color(&NETWORK_COLOR),
+        )))?;
+    }
     for kind in [MarkerKind::Fault, MarkerKind::Detection] {
         let (color, name) = match kind {
             MarkerKind::Fault => (FAULT_COLOR, "fault injected"),
             MarkerKind::Detection => (DETECTION_COLOR, "failure detected"),
+            MarkerKind::Network => continue,
         };
         let style = color.stroke_width(2);
         let mut first = true;
@@ -1385,6 +1450,38 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!((m[0].kind, m[0].at_s), (MarkerKind::Fault, 1.0));
         assert_eq!(m[1].label, "peer5 declares peer6 dead");
+    }
+
+    #[test]
+    fn a_network_fault_is_a_band_from_its_start_to_its_heal_and_is_drawn() {
+        use crate::config::NetFault;
+        use crate::membership::Record;
+        let (report, mut h, snap) = sample_with_store();
+        let cut = NetFault::Partition {
+            groups: vec![vec![NodeId(5)], vec![NodeId(6)]],
+        };
+        for (fault, at) in [
+            (FaultKind::Partition, 1_500_000),
+            (FaultKind::Heal, 2_500_000),
+        ] {
+            h.failover.push(Record {
+                wall_us: h.first_us + at,
+                lamport: None,
+                by: None,
+                what: Happening::Network {
+                    fault,
+                    change: cut.clone(),
+                },
+            });
+        }
+        let m = markers(&h, 0);
+        let band = m.iter().find(|x| x.kind == MarkerKind::Network).unwrap();
+        assert_eq!((band.at_s, band.until_s), (1.5, Some(2.5)));
+        assert_eq!(band.label, "partition [5] | [6]");
+        let dir = tempfile::tempdir().unwrap();
+        let drawn = write(dir.path(), &report, &h, &snap).unwrap();
+        let throughput = drawn.iter().find(|d| d.stem == "throughput").unwrap();
+        assert!(throughput.svg.contains("network fault (start to heal)"));
     }
 
     #[test]

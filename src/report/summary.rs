@@ -119,6 +119,9 @@ impl Report {
                 ),
             );
         }
+        for n in &f.network_faults {
+            field(&mut s, "network", &n.line());
+        }
         for o in &f.warehouse_outages {
             let back = match o.lasted_s {
                 Some(d) => format!("answered again {d:.2} s later"),
