@@ -34,7 +34,7 @@ use super::cached::{Action, Cache, Key, Settings, Token};
 use super::journal::Journal;
 use crate::clock::Lamport;
 use crate::link::Link;
-use crate::node::{NodeContext, now};
+use crate::node::{IoMode, NodeContext, now};
 use crate::wire::{Body, FlushEntry, Order, Refusal, RequestId, Side};
 
 /// Requests that may wait for the driver; beyond this the connections wait.
@@ -99,6 +99,7 @@ impl CachedTrader {
             next_token: 0,
             forget: Vec::new(),
             forget_by: None,
+            io: ctx.io,
         };
         let task = tokio::spawn(driver.run(rx, stop.clone()));
         Ok(Self {
@@ -154,6 +155,9 @@ struct Driver {
     /// of them must go at the latest.
     forget: Vec<Key>,
     forget_by: Option<Instant>,
+    /// Where the journal's commits run (off the runtime, or inline in the
+    /// simulation).
+    io: IoMode,
 }
 
 impl Driver {
@@ -263,11 +267,16 @@ impl Driver {
             let forget = std::mem::take(&mut self.forget);
             self.forget_by = None;
             let journal = self.journal.clone();
-            let done = tokio::task::spawn_blocking(move || {
+            let commit = move || {
                 let r = journal.commit(&append, &forget);
                 (r, forget)
-            })
-            .await;
+            };
+            let done = match self.io {
+                IoMode::Threaded => tokio::task::spawn_blocking(commit).await,
+                // The simulation: simulated time stands still while the
+                // journal commits, so a seed replays the same run.
+                IoMode::Inline => Ok(commit()),
+            };
             let failure = match done {
                 Ok((Ok(()), _)) => None,
                 Ok((Err(e), forget)) => {
