@@ -365,6 +365,26 @@ struct Respawn<'a> {
     net: Option<&'a Netns>,
 }
 
+/// The node a fault on `target` strikes: the peer named, or a random live
+/// trader. A fault on "a trader" due before the first election has ended (a
+/// loaded machine, a short run) waits for it, a bounded while.
+async fn victim_of(
+    target: Target,
+    nodes: &[Launched],
+    watcher: &mut Watcher,
+    rng: &mut StdRng,
+) -> Option<NodeId> {
+    if target == Target::Trader && watcher.view.traders.is_empty() {
+        watcher
+            .until(ELECTION_WAIT, |w| !w.view.traders.is_empty())
+            .await;
+    }
+    match target {
+        Target::Peer(n) => Some(n),
+        Target::Trader => live_trader(nodes, watcher, rng),
+    }
+}
+
 /// A random current trader the launcher knows to be running (seeded).
 fn live_trader(nodes: &[Launched], watcher: &Watcher, rng: &mut StdRng) -> Option<NodeId> {
     let live: Vec<NodeId> = watcher
@@ -402,15 +422,7 @@ async fn strike_network(
         };
         change
     } else {
-        if target == Target::Trader && watcher.view.traders.is_empty() {
-            watcher
-                .until(ELECTION_WAIT, |w| !w.view.traders.is_empty())
-                .await;
-        }
-        let victim = match target {
-            Target::Peer(n) => Some(n),
-            Target::Trader => live_trader(nodes, watcher, rng),
-        };
+        let victim = victim_of(target, nodes, watcher, rng).await;
         let Some(change) = fault.network(victim) else {
             eprintln!("fault {kind:?}: no live trader to strike; skipped");
             return Ok(None);
@@ -474,17 +486,7 @@ async fn strike(
     rng: &mut StdRng,
     respawn: &Respawn<'_>,
 ) -> anyhow::Result<Option<Record>> {
-    // A fault on "a trader" due before the first election has ended (a
-    // loaded machine, a short run) waits for it, a bounded while.
-    if target == Target::Trader && watcher.view.traders.is_empty() {
-        watcher
-            .until(ELECTION_WAIT, |w| !w.view.traders.is_empty())
-            .await;
-    }
-    let victim = match target {
-        Target::Peer(n) => Some(n),
-        Target::Trader => live_trader(nodes, watcher, rng),
-    };
+    let victim = victim_of(target, nodes, watcher, rng).await;
     let Some(victim) = victim else {
         eprintln!("fault {kind:?}: no live trader to strike; skipped");
         return Ok(None);

@@ -227,12 +227,8 @@ impl Store {
                         }
                         // Applied already as a trader's flushed entry (a
                         // retry of an attempt a cached trader journaled).
-                        let flushed = applied.get((node.0, seq)).map_err(redb_err)?;
-                        #[cfg(any(test, feature = "sim"))]
-                        let flushed =
-                            flushed.filter(|_| !super::broken::is(super::broken::Broken::Dedupe));
-                        if let Some(row) = flushed.map(|v| v.value()) {
-                            outcomes.push(Outcome::Replayed(from_applied_row(row)));
+                        if let Some(a) = applied_before(&applied, node, seq)? {
+                            outcomes.push(Outcome::Replayed(a));
                             continue;
                         }
                         let a = ledger.apply(*side, order);
@@ -243,12 +239,8 @@ impl Store {
                         a
                     }
                     Change::Flushed { trader, entry } => {
-                        let before = applied.get((node.0, seq)).map_err(redb_err)?;
-                        #[cfg(any(test, feature = "sim"))]
-                        let before =
-                            before.filter(|_| !super::broken::is(super::broken::Broken::Dedupe));
-                        if let Some(row) = before.map(|v| v.value()) {
-                            outcomes.push(Outcome::Replayed(from_applied_row(row)));
+                        if let Some(a) = applied_before(&applied, node, seq)? {
+                            outcomes.push(Outcome::Replayed(a));
                             continue;
                         }
                         traders_touched.push(*trader);
@@ -450,6 +442,20 @@ fn to_applied_row(a: Applied) -> AppliedRow {
         Side::Sell => 1,
     };
     (side, a.qty.0, a.oversold.0, a.undersold.0, a.product.0)
+}
+
+/// What request `node#seq` came to if it was applied before, by any path
+/// (directly or in a trader's flush): the one record every repeat is
+/// answered from. (A deliberately broken store, in tests, forgets it.)
+fn applied_before(
+    applied: &redb::Table<(u32, u64), AppliedRow>,
+    node: NodeId,
+    seq: u64,
+) -> Result<Option<Applied>, StoreError> {
+    let row = applied.get((node.0, seq)).map_err(redb_err)?;
+    #[cfg(any(test, feature = "sim"))]
+    let row = row.filter(|_| !super::broken::is(super::broken::Broken::Dedupe));
+    Ok(row.map(|v| from_applied_row(v.value())))
 }
 
 fn from_applied_row((side, qty, oversold, undersold, product): AppliedRow) -> Applied {
