@@ -230,12 +230,17 @@ pub fn run(seed: u64, cfg: &Config, schedule: &Schedule, dir: &RunDir) -> Result
     // The conductor: waits for the clients, has the nemesis undo what is in
     // force, and stops the market in order.
     let stopping = Rc::new(Cell::new(false));
+    // Set (and told to the conductor) once the nemesis has undone its faults.
     let healed = Rc::new(Cell::new(false));
+    let healed_told = Rc::new(tokio::sync::Notify::new());
     let killed_for_good = Rc::new(Cell::new(0u32));
     let peers = roles.len() as u32 - 1;
     {
-        let (stopping, healed, killed) =
-            (stopping.clone(), healed.clone(), killed_for_good.clone());
+        let (stopping, healed, killed) = (
+            stopping.clone(),
+            healed_told.clone(),
+            killed_for_good.clone(),
+        );
         sim.client("conductor", async move {
             let deadline = trading_ends + DONE_ALLOWANCE;
             tokio::select! {
@@ -243,9 +248,8 @@ pub fn run(seed: u64, cfg: &Config, schedule: &Schedule, dir: &RunDir) -> Result
                 _ = tokio::time::sleep(deadline) => {}
             }
             stopping.set(true);
-            while !healed.get() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            // A permit stored if the nemesis was quicker than this wait.
+            healed.notified().await;
             stop_peers.cancel();
             let _ = peers_stopped.acquire_many(peers - killed.get()).await;
             stop_warehouse.cancel();
@@ -288,6 +292,7 @@ pub fn run(seed: u64, cfg: &Config, schedule: &Schedule, dir: &RunDir) -> Result
             steps.clear();
             ran.stopped_us = (EPOCH + sim.elapsed()).as_micros() as u64;
             healed.set(true);
+            healed_told.notify_one();
         }
         while steps.last().is_some_and(|(at, _)| *at <= sim.elapsed()) {
             let Some((_, step)) = steps.pop() else { break };
