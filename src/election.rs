@@ -9,7 +9,7 @@
 //! ## The protocol
 //! - A peer **starts** an election, once the warehouse says the market is
 //!   open (every peer has joined), by sending message 0
-//!   ([`Body::Election`]) to every higher peer. A live higher peer answers
+//!   ([`Body::Election`]) to higher peers. A live higher peer answers
 //!   [`Body::Alive`] ("I am alive and higher") and, if it is not electing
 //!   already, starts its own election (the bully cascade, so a late starter
 //!   still reaches the top).
@@ -17,10 +17,16 @@
 //!   cannot be a trader: it waits for the result. With fewer it is a trader,
 //!   ranked `answers + 1`; the one ranked exactly `seats` knows the whole
 //!   trader set (itself and the `seats − 1` live peers above it) and
-//!   **proposes** it to the warehouse ([`Body::Propose`], base epoch 0). It
-//!   decides as soon as every higher peer has answered or refused the
-//!   connection, else after `timeout`. With `seats = 1` this is the textbook
-//!   bully.
+//!   **proposes** it to the warehouse ([`Body::Propose`], base epoch 0). With
+//!   `seats = 1` this is the textbook bully.
+//! - Only `seats` answers matter, so a peer does not ask every higher peer
+//!   at once (the textbook's fan-out, n²/2 messages and connections for n
+//!   peers: half a million at 1,000 peers). It asks the `seats` highest
+//!   first, and asks further down only for the answers still missing: one
+//!   more peer for each refused connection at once, one more for each peer
+//!   silent when `timeout` ends, with a fresh `timeout`. With every peer
+//!   alive that is `seats` messages per peer. It decides once every higher
+//!   peer it needed has answered, refused the connection or stayed silent.
 //! - The warehouse commits the first proposal it gets and refuses every
 //!   later one with the view it committed ([`Refusal::StaleEpoch`]). The
 //!   proposer announces what was committed to every peer (message 1,
@@ -58,7 +64,7 @@ pub struct Outgoing {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Idle,
-    /// Message 0 sent to every higher peer; counting answers until `until`.
+    /// Message 0 sent to higher peers; counting answers until `until`.
     Electing {
         until: Instant,
     },
@@ -83,10 +89,14 @@ pub struct Election {
     timeout: Duration,
     phase: Phase,
     round: u64,
+    /// Higher peers sent this round's message 0.
+    asked: BTreeSet<NodeId>,
     /// Higher peers that answered this round.
     alive_above: BTreeSet<NodeId>,
     /// Higher peers that refused this round's message 0.
     unreachable: BTreeSet<NodeId>,
+    /// Higher peers still silent when a deadline of this round ended.
+    silent: BTreeSet<NodeId>,
     /// The committed view, once known.
     result: Option<View>,
     /// Every peer heard from (message 0 or 1, an answer): alive, as far as
@@ -107,8 +117,10 @@ impl Election {
             timeout,
             phase: Phase::Idle,
             round: 0,
+            asked: BTreeSet::new(),
             alive_above: BTreeSet::new(),
             unreachable: BTreeSet::new(),
+            silent: BTreeSet::new(),
             result: None,
             known: BTreeSet::new(),
         }
@@ -124,7 +136,7 @@ impl Election {
         matches!(self.phase, Phase::Electing { .. } | Phase::Waiting { .. })
     }
 
-    fn higher(&self) -> impl Iterator<Item = NodeId> + '_ {
+    fn higher(&self) -> impl DoubleEndedIterator<Item = NodeId> + '_ {
         self.peers.iter().copied().filter(move |p| *p > self.me)
     }
 
@@ -142,24 +154,52 @@ impl Election {
             return Vec::new();
         }
         self.round += 1;
+        self.asked.clear();
         self.alive_above.clear();
         self.unreachable.clear();
+        self.silent.clear();
         self.phase = Phase::Electing {
             until: now + self.timeout,
         };
-        let id = self.round_id();
-        let mut out: Vec<Outgoing> = self
-            .higher()
-            .map(|to| Outgoing {
-                to,
-                body: Body::Election {
-                    id,
-                    epoch: Epoch(0),
-                },
-            })
-            .collect();
-        out.extend(self.maybe_decide(now, false));
+        let mut out = self.ask_more();
+        out.extend(self.maybe_decide(now));
         out
+    }
+
+    /// Message 0 to as many more higher peers, highest first, as answers
+    /// are still missing: `seats` less those that answered and those asked
+    /// and not yet heard from.
+    fn ask_more(&mut self) -> Vec<Outgoing> {
+        let awaited = self
+            .asked
+            .iter()
+            .filter(|p| !self.resolved(**p) && !self.alive_above.contains(p))
+            .count();
+        let missing = self.seats.saturating_sub(self.alive_above.len() + awaited);
+        let next: Vec<NodeId> = self
+            .higher()
+            .rev()
+            .filter(|p| !self.asked.contains(p))
+            .take(missing)
+            .collect();
+        let id = self.round_id();
+        next.into_iter()
+            .map(|to| {
+                self.asked.insert(to);
+                Outgoing {
+                    to,
+                    body: Body::Election {
+                        id,
+                        epoch: Epoch(0),
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Whether a higher peer counts as dead this round.
+    fn resolved(&self, peer: NodeId) -> bool {
+        self.unreachable.contains(&peer) || self.silent.contains(&peer)
     }
 
     /// A message sent to this peer (message 0 or 1), a reply it got
@@ -189,8 +229,9 @@ impl Election {
             Body::Alive { id } => {
                 let current = *id == self.round_id();
                 if current && from > self.me && matches!(self.phase, Phase::Electing { .. }) {
+                    self.silent.remove(&from);
                     self.alive_above.insert(from);
-                    return self.maybe_decide(now, false);
+                    return self.maybe_decide(now);
                 }
                 Vec::new()
             }
@@ -252,7 +293,9 @@ impl Election {
     pub fn on_unreachable(&mut self, now: Instant, peer: NodeId) -> Vec<Outgoing> {
         if peer > self.me && matches!(self.phase, Phase::Electing { .. }) {
             self.unreachable.insert(peer);
-            return self.maybe_decide(now, false);
+            let mut out = self.ask_more();
+            out.extend(self.maybe_decide(now));
+            return out;
         }
         Vec::new()
     }
@@ -260,7 +303,21 @@ impl Election {
     /// Time passes: deadlines fire.
     pub fn on_tick(&mut self, now: Instant) -> Vec<Outgoing> {
         match self.phase {
-            Phase::Electing { until } if now >= until => self.maybe_decide(now, true),
+            Phase::Electing { until } if now >= until => {
+                // Who has not answered by now counts as dead: ask further
+                // down for the answers still missing, with a fresh deadline.
+                let quiet: Vec<NodeId> = (self.asked.iter())
+                    .filter(|p| !self.alive_above.contains(p) && !self.resolved(**p))
+                    .copied()
+                    .collect();
+                self.silent.extend(quiet);
+                self.phase = Phase::Electing {
+                    until: now + self.timeout,
+                };
+                let mut out = self.ask_more();
+                out.extend(self.maybe_decide(now));
+                out
+            }
             Phase::Waiting { until, trader } if now >= until => {
                 if trader {
                     // Nobody below proposed (fewer than `seats` live peers),
@@ -276,8 +333,9 @@ impl Election {
         }
     }
 
-    /// Decides once every higher peer is accounted for (or `timed_out`).
-    fn maybe_decide(&mut self, now: Instant, timed_out: bool) -> Vec<Outgoing> {
+    /// Decides once `seats` higher peers answered, or every higher peer
+    /// answered or counts as dead.
+    fn maybe_decide(&mut self, now: Instant) -> Vec<Outgoing> {
         if !matches!(self.phase, Phase::Electing { .. }) {
             return Vec::new();
         }
@@ -292,8 +350,8 @@ impl Election {
         }
         let accounted = self
             .higher()
-            .all(|p| self.alive_above.contains(&p) || self.unreachable.contains(&p));
-        if !(accounted || timed_out) {
+            .all(|p| self.alive_above.contains(&p) || self.resolved(p));
+        if !accounted {
             return Vec::new();
         }
         let lower_exist = self.peers.iter().any(|p| *p < self.me);
@@ -361,6 +419,8 @@ mod tests {
         bodies: BTreeMap<u64, Body>,
         seq: u64,
         now: Duration,
+        /// Messages 0 sent so far.
+        asked: usize,
     }
 
     type BodyKey = u64;
@@ -389,6 +449,7 @@ mod tests {
                 bodies: BTreeMap::new(),
                 seq: 0,
                 now: Duration::ZERO,
+                asked: 0,
             }
         }
 
@@ -398,6 +459,9 @@ mod tests {
 
         fn send(&mut self, from: NodeId, out: Vec<Outgoing>) {
             for o in out {
+                if matches!(o.body, Body::Election { .. }) {
+                    self.asked += 1;
+                }
                 if let Some(&d) = self.down.get(&o.to) {
                     if d == Down::Refuses && matches!(o.body, Body::Election { .. }) {
                         let at = self.at();
@@ -564,6 +628,30 @@ mod tests {
         net.assert_all_agree(&[5, 6]);
         // Decided without waiting for a timeout: every higher peer answered.
         assert!(net.now < TIMEOUT, "took {:?}", net.now);
+    }
+
+    #[test]
+    fn a_thousand_peers_ask_seats_higher_peers_each_not_every_higher_one() {
+        let mut net = Net::new(1000, 8);
+        net.start(&(1..=1000).collect::<Vec<_>>());
+        net.run(Duration::from_secs(5));
+        net.assert_all_agree(&(993..=1000).collect::<Vec<_>>());
+        assert!(net.now < TIMEOUT, "took {:?}", net.now);
+        // The textbook bully sends 499,500 messages 0 here.
+        assert!(net.asked <= 1000 * 8, "{} messages 0", net.asked);
+    }
+
+    #[test]
+    fn dead_peers_among_the_highest_are_replaced_by_the_next_ones_down() {
+        let mut net = Net::new(40, 4);
+        for (d, how) in [(40, Down::Refuses), (39, Down::Silent), (38, Down::Silent)] {
+            net.down.insert(NodeId(d), how);
+        }
+        net.start(&(1..=37).collect::<Vec<_>>());
+        net.run(Duration::from_secs(5));
+        net.assert_all_agree(&[34, 35, 36, 37]);
+        // Each peer asks one more peer per dead one at most.
+        assert!(net.asked <= 39 * (4 + 3), "{} messages 0", net.asked);
     }
 
     #[test]
