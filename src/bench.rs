@@ -307,7 +307,7 @@ async fn market(plan: &Plan, cfg: &Config) -> anyhow::Result<(Measure, bool, Pat
     let stop = CancellationToken::new();
     let sampler = tokio::spawn(sample(root.clone(), plan.in_process, stop.clone()));
     let report = if plan.in_process {
-        crate::inprocess::run(cfg, &root).await
+        crate::inprocess::run(cfg, &root, crate::inprocess::Network::Loopback).await
     } else {
         crate::market::run(cfg, &root, &plan.exe, crate::market::Placement::Loopback).await
     };

@@ -27,6 +27,15 @@
 //!   silent when `timeout` ends, with a fresh `timeout`. With every peer
 //!   alive that is `seats` messages per peer. It decides once every higher
 //!   peer it needed has answered, refused the connection or stayed silent.
+//! - Nor does every peer start at once: with every peer alive only the
+//!   `seats` highest need to, and a thousand starters would send a
+//!   thousand messages 0 to each of the top `seats` just as they become the
+//!   traders. The `seats` highest peers start at once, each next `seats`
+//!   down a quarter `timeout` later, the rest after one `timeout`
+//!   ([`Election::start_delay`]); by then the top's result is usually known
+//!   and a peer that knows it starts nothing. A message 0 from below starts
+//!   a waiting peer at once (the cascade), so a dead top costs at most one
+//!   `timeout` more.
 //! - The warehouse commits the first proposal it gets and refuses every
 //!   later one with the view it committed ([`Refusal::StaleEpoch`]). The
 //!   proposer announces what was committed to every peer (message 1,
@@ -129,6 +138,15 @@ impl Election {
     /// The committed view, once known.
     pub fn result(&self) -> Option<&View> {
         self.result.as_ref()
+    }
+
+    /// How long after the market opens this peer starts its election: at
+    /// once for the `seats` highest peers, a quarter `timeout` more for each
+    /// next `seats` down, one `timeout` at most.
+    pub fn start_delay(&self) -> Duration {
+        let above = self.higher().count();
+        let tier = (above / self.seats).min(4) as u32;
+        self.timeout * tier / 4
     }
 
     /// Whether this peer is electing or waiting for a result right now.
@@ -652,6 +670,40 @@ mod tests {
         net.assert_all_agree(&[34, 35, 36, 37]);
         // Each peer asks one more peer per dead one at most.
         assert!(net.asked <= 39 * (4 + 3), "{} messages 0", net.asked);
+    }
+
+    #[test]
+    fn the_highest_peers_start_first_and_the_rest_within_one_timeout() {
+        let peers: Vec<NodeId> = (1..=100).map(NodeId).collect();
+        let delay = |me| Election::new(NodeId(me), &peers, 8, TIMEOUT).start_delay();
+        for me in 93..=100 {
+            assert_eq!(delay(me), Duration::ZERO, "peer {me}");
+        }
+        assert_eq!(delay(92), TIMEOUT / 4);
+        assert_eq!(delay(85), TIMEOUT / 4);
+        assert_eq!(delay(84), TIMEOUT / 2);
+        assert_eq!(delay(69), TIMEOUT * 3 / 4);
+        assert_eq!(delay(68), TIMEOUT);
+        assert_eq!(delay(1), TIMEOUT);
+    }
+
+    #[test]
+    fn a_thousand_peers_starting_by_rank_elect_the_top_with_few_messages() {
+        let mut net = Net::new(1000, 8);
+        let delays: Vec<(Duration, u32)> = (1..=1000)
+            .map(|p| (net.nodes[&NodeId(p)].start_delay(), p))
+            .collect();
+        for at in [0, 1, 2, 3, 4].map(|q| TIMEOUT * q / 4) {
+            net.run(at);
+            net.now = net.now.max(at);
+            let due: Vec<u32> = delays.iter().filter(|d| d.0 == at).map(|d| d.1).collect();
+            net.start(&due);
+        }
+        net.run(Duration::from_secs(5));
+        net.assert_all_agree(&(993..=1000).collect::<Vec<_>>());
+        // The top 8 ask each other (28 messages); the 992 below start once
+        // the result is known and send nothing.
+        assert!(net.asked <= 100, "{} messages 0", net.asked);
     }
 
     #[test]

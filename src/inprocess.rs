@@ -17,6 +17,12 @@
 //! traders flush as they stop), then the warehouse. Logs go to this process's
 //! stderr (`BAZAAR_LOG`), not to one file per node.
 //!
+//! With `--memory` ([`Network::Memory`]) the nodes talk over in-memory
+//! pipes instead, behind the same seam: a connection holds no file
+//! descriptor, so a market of 1,000 peers (about 40,000 descriptors on
+//! loopback, both ends of every connection being in this process) runs
+//! where the open-file limit is 20,000.
+//!
 //! Faults: a `wedge` is carried out (the victim's trader worker stops, its
 //! socket lives on). A `kill`, a `pause` and a restart are refused before the
 //! market starts: the tasks of one node cannot be SIGKILLed, SIGSTOPped or
@@ -36,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, FaultKind, Role, Target};
 use crate::history;
 use crate::membership::{Happening, Membership, Record};
-use crate::net::{Tcp, Transport};
+use crate::net::{Memory, Tcp, Transport};
 use crate::node::{AddressBook, IoMode, NodeContext, ServeOptions};
 use crate::report::{Report, Trading};
 use crate::rundir::{NodeInfo, RunDir};
@@ -67,17 +73,77 @@ pub fn refuse_faults(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// About how many file descriptors a market of `cfg` holds open in one
+/// process, where both ends of every connection count: a listener and a
+/// history file per node; each peer's links to the warehouse; each client's
+/// to every trader (it picks one at random per request, as the document's
+/// do); and each trader's to every peer (messages 1 and 8 go to all).
+pub fn descriptors_needed(cfg: &Config) -> u64 {
+    let peers = u64::from(cfg.market.peers);
+    let traders = u64::from(cfg.market.traders);
+    let clients = peers.saturating_sub(traders);
+    let ends = 2;
+    (peers + 1) * 2 + peers * 2 * ends + clients * traders * ends + traders * peers * ends + 1024
+}
+
+/// Raises this process's limit on open files to what a market of `cfg`
+/// needs ([`descriptors_needed`]): the soft limit up to the hard one, and
+/// the hard one too where the process may (root). Warns, with the command
+/// that fixes it, where it cannot: the market runs, and connections beyond
+/// the limit are refused ("Too many open files").
+pub fn make_room_for(cfg: &Config) {
+    use rlimit::Resource;
+    let need = descriptors_needed(cfg);
+    let Ok((soft, hard)) = Resource::NOFILE.get() else {
+        return;
+    };
+    if soft >= need {
+        return;
+    }
+    // Raising the hard limit needs the privilege; the soft one up to the
+    // hard one does not.
+    if Resource::NOFILE.set(need, hard.max(need)).is_err() {
+        let _ = Resource::NOFILE.set(need.min(hard), hard);
+    }
+    let now = Resource::NOFILE.get().map_or(soft, |(now, _)| now);
+    if now < need {
+        eprintln!(
+            "warning: a market of {} peers in one process needs about {need} open files, and this \
+             process may open {now}; raise the limit (`ulimit -Hn {need}` as root), or run it with \
+             --memory (in-memory pipes, no descriptors): connections beyond it are refused",
+            cfg.market.peers
+        );
+    }
+}
+
+/// What the nodes of an in-process market talk over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Network {
+    /// Real loopback TCP: a message costs what it costs between processes.
+    #[default]
+    Loopback,
+    /// In-memory pipes ([`Memory`]): no file descriptor per connection, for
+    /// markets larger than the process's open-file limit allows.
+    Memory,
+}
+
 /// Runs a whole market in this process and returns its report (also
 /// written to the run directory under `runs_root`).
-pub async fn run(cfg: &Config, runs_root: &Path) -> anyhow::Result<Report> {
+pub async fn run(cfg: &Config, runs_root: &Path, network: Network) -> anyhow::Result<Report> {
     refuse_faults(cfg)?;
+    let transport: Arc<dyn Transport> = match network {
+        Network::Loopback => {
+            make_room_for(cfg);
+            Tcp::shared()
+        }
+        Network::Memory => Memory::shared(),
+    };
     let dir = RunDir::create(runs_root, &cfg.market.name)?;
     std::fs::write(dir.config(), cfg.to_toml())?;
     eprintln!("run dir {} (in-process)", dir.root.display());
 
     // Every node binds first; the address book is then complete before any
     // node starts (no port races, as with the launcher's `ready` lines).
-    let transport: Arc<dyn Transport> = Tcp::shared();
     let roles = cfg.roles_of_peers()?;
     let mut listeners = Vec::with_capacity(roles.len());
     let mut book = AddressBook::default();

@@ -140,6 +140,11 @@ enum Cmd {
         /// markets. Faults other than wedge are refused.
         #[arg(long)]
         in_process: bool,
+        /// With --in-process: the nodes talk over in-memory pipes instead of
+        /// loopback TCP, so connections hold no file descriptors (a 1,000-peer
+        /// market needs about 40,000 on loopback).
+        #[arg(long, requires = "in_process")]
+        memory: bool,
         /// Run each node in a network namespace of its own, joined by a bridge;
         /// partitions and loss become nftables rules (needs root and nftables;
         /// see README, "Network faults").
@@ -458,6 +463,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<Exit> {
             mode,
             runs_dir,
             in_process,
+            memory,
             netns,
         } => {
             let mut cfg = load_config(config.as_deref())?;
@@ -475,7 +481,13 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<Exit> {
                 (true, true) => bail!(ConfigError(
                     "--in-process and --netns exclude each other: in-process nodes share one network namespace".into()
                 )),
-                (true, false) => bazaar::inprocess::run(&cfg, &runs_dir).await?,
+                (true, false) => {
+                    let network = match memory {
+                        true => bazaar::inprocess::Network::Memory,
+                        false => bazaar::inprocess::Network::Loopback,
+                    };
+                    bazaar::inprocess::run(&cfg, &runs_dir, network).await?
+                }
                 (false, netns) => {
                     let exe = std::env::current_exe().context("cannot find the bazaar binary")?;
                     let placement = if netns {

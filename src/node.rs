@@ -240,6 +240,23 @@ pub enum IoMode {
     Inline,
 }
 
+impl IoMode {
+    /// Runs blocking disk work `f` (a sync, a journal commit) the way this
+    /// mode says: on tokio's blocking threads, or inline. Err if the
+    /// blocking task panicked.
+    pub async fn run<T: Send + 'static>(
+        self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        match self {
+            IoMode::Threaded => tokio::task::spawn_blocking(f).await,
+            // The simulation: simulated time stands still while the disk
+            // works, so a seed replays the same run.
+            IoMode::Inline => Ok(f()),
+        }
+    }
+}
+
 /// A node's history file, shared by all its parts (see [`crate::history`]):
 /// `ctx.history.append(&event)` from any task.
 pub type History = Arc<crate::history::Writer>;
@@ -299,8 +316,8 @@ impl NodeContext {
     }
 
     /// Appends a failover line (see [`crate::membership::Record`]) to the
-    /// node's history and writes it out at once, so that it survives the
-    /// node being killed right after.
+    /// node's history and hands it to the OS at once, so that it survives
+    /// the node being killed right after.
     pub fn record(&self, what: crate::membership::Happening) {
         let r = crate::membership::Record {
             wall_us: crate::history::wall_us(),
@@ -311,7 +328,7 @@ impl NodeContext {
         let h = &self.history;
         if let Err(e) = h
             .append(&crate::history::Event::Failover(r))
-            .and_then(|_| h.flush())
+            .and_then(|_| h.hand_off())
         {
             tracing::error!("cannot write history: {e}");
         }

@@ -95,20 +95,31 @@ pub fn node_seed(seed: u64, node: NodeId) -> u64 {
 }
 
 impl Client {
-    pub fn new(ctx: &NodeContext) -> anyhow::Result<Self> {
+    /// A client of `ctx`'s node; its request numbers' first block is
+    /// reserved off the runtime (a sync: a thousand clients starting at
+    /// once must not stall the runtime's threads for a thousand of them).
+    pub async fn new(ctx: &NodeContext) -> anyhow::Result<Self> {
         let links = ctx.peer_links();
+        let dir = ctx.data_dir.clone();
+        let seq = ctx
+            .io
+            .run(move || Sequence::open(&dir))
+            .await
+            .map_err(std::io::Error::other)
+            .flatten()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot reserve request numbers in {}: {e}",
+                    ctx.data_dir.display()
+                )
+            })?;
         Ok(Self {
             me: ctx.me,
             clock: ctx.clock.clone(),
             links,
             traders: ctx.traders.clone(),
             rng: StdRng::seed_from_u64(node_seed(ctx.config.market.seed, ctx.me)),
-            seq: Sequence::open(&ctx.data_dir).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot reserve request numbers in {}: {e}",
-                    ctx.data_dir.display()
-                )
-            })?,
+            seq,
             timeout: ctx.config.market.request_timeout,
             products: ctx.config.products.len() as u32,
             history: ctx.history.clone(),

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
 use super::service::Service;
@@ -107,31 +107,58 @@ pub async fn refresh(svc: &Service, timeout: Duration) -> bool {
     }
 }
 
+/// Refreshes of the view the whole market may ask of the warehouse in a
+/// second, at most, beside its real work: a large market's peers refresh
+/// less often each (a 1,000-peer market's every 10 s, a 6-peer market's
+/// every heartbeat timeout).
+const REFRESHES_PER_SECOND: u32 = 100;
+
+/// How often a non-trader asks the warehouse for the view: every heartbeat
+/// timeout, or less often in a market too large for the warehouse to answer
+/// every peer that often ([`REFRESHES_PER_SECOND`]).
+pub fn refresh_period(heartbeat_timeout: Duration, peers: u32) -> Duration {
+    let budget = Duration::from_secs(1) * peers / REFRESHES_PER_SECOND;
+    heartbeat_timeout.max(budget)
+}
+
 /// Keeps a peer's view fresh while it is not a trader (a trader's lease
 /// renewals do that): message 8 is the fast path, and a peer that missed it
-/// (a lost message, a partition) asks the warehouse every heartbeat
-/// timeout, so every peer converges on the current view.
+/// (a lost message, a partition) asks the warehouse every
+/// [`refresh_period`], at a moment of its own within it (so the peers'
+/// refreshes spread out rather than arrive together), so every peer
+/// converges on the current view.
 pub async fn keep_fresh(svc: Arc<Service>, stop: CancellationToken) {
-    let every = svc.ctx.config.heartbeat.timeout;
+    let cfg = &svc.ctx.config;
+    let every = refresh_period(cfg.heartbeat.timeout, cfg.market.peers);
+    let mut rng = StdRng::seed_from_u64(cfg.market.seed ^ u64::from(svc.ctx.me.0) ^ 0xF2E5);
+    let mut wait = every.mul_f64(rng.random::<f64>());
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.cancelled() => return,
         }
+        wait = every;
         if !svc.ctx.traders.is_trader() {
-            refresh(&svc, every).await;
+            refresh(&svc, cfg.heartbeat.timeout).await;
         }
     }
 }
 
-/// Starts the election and its ticker (which runs for the node's life:
-/// late messages may need answering).
+/// Starts the election after this peer's [`Election::start_delay`] (unless
+/// a message 0 started it before, or the result is known by then) and its
+/// ticker (which runs for the node's life: late messages may need
+/// answering).
 fn start_election(svc: &Arc<Service>, stop: &CancellationToken) {
     let tick = (svc.ctx.config.election.timeout / 10).max(Duration::from_millis(5));
-    let outs = step(svc, NodeId::WAREHOUSE, |e| e.start(now()));
-    dispatch(svc, outs);
+    let delay = svc.election.lock().expect("election").start_delay();
     let (svc, stop) = (svc.clone(), stop.clone());
     tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.cancelled() => return,
+        }
+        let outs = step(&svc, NodeId::WAREHOUSE, |e| e.start(now()));
+        dispatch(&svc, outs);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
@@ -201,5 +228,25 @@ fn dispatch(svc: &Arc<Service>, outs: Vec<Outgoing>) {
             };
             dispatch(&svc, more);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_market_refreshes_its_views_within_the_warehouses_budget() {
+        let timeout = Duration::from_millis(600);
+        assert_eq!(refresh_period(timeout, 6), timeout);
+        assert_eq!(refresh_period(timeout, 100), Duration::from_secs(1));
+        assert_eq!(refresh_period(timeout, 1000), Duration::from_secs(10));
+        for peers in [1, 6, 100, 1000, 100_000] {
+            let per_second = f64::from(peers) / refresh_period(timeout, peers).as_secs_f64();
+            assert!(
+                per_second <= f64::from(REFRESHES_PER_SECOND),
+                "{peers}: {per_second}"
+            );
+        }
     }
 }

@@ -46,7 +46,7 @@ pub type Traders = Arc<Membership>;
 
 /// Runs this peer's workload (`role`) until `stop`, then writes out its history.
 pub async fn trade(ctx: &NodeContext, role: Role, stop: CancellationToken) -> anyhow::Result<()> {
-    let mut client = client::Client::new(ctx)?;
+    let mut client = client::Client::new(ctx).await?;
     let traded = match role {
         Role::Buyer => buyer::run(&mut client, &ctx.config.workload.buyer, stop).await,
         Role::Seller => seller::run(&mut client, &ctx.config.workload.seller, stop).await,

@@ -35,14 +35,7 @@ fn esc(s: &str) -> String {
 }
 
 fn names(nodes: &[NodeId]) -> String {
-    if nodes.is_empty() {
-        return "none".into();
-    }
-    nodes
-        .iter()
-        .map(|n| n.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    super::id_list(nodes, |n| n.to_string())
 }
 
 /// What each plot shows, under it.

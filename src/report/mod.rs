@@ -28,6 +28,36 @@ use crate::warehouse::ledger::{Applied, TraderBook};
 use crate::warehouse::store::{Snapshot, Store};
 use crate::wire::{FlushEntry, NodeId, Qty, RequestId, Side};
 
+/// A list of node ids for people to read, each written by `name`, with runs
+/// of three or more consecutive ids written as a range (`1–496`): a
+/// 1,000-peer market's roles fit on a line. "none" for an empty list.
+pub fn id_list(nodes: &[NodeId], name: impl Fn(NodeId) -> String) -> String {
+    let mut sorted = nodes.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    let mut rest = sorted.as_slice();
+    while let Some(&first) = rest.first() {
+        let len = rest
+            .iter()
+            .zip(first.0..)
+            .take_while(|(n, want)| n.0 == *want)
+            .count();
+        let last = rest[len - 1];
+        match len {
+            1 => parts.push(name(first)),
+            2 => parts.extend([name(first), name(last)]),
+            _ => parts.push(format!("{}–{}", name(first), name(last))),
+        }
+        rest = &rest[len..];
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 /// How the trading went, as the launcher saw it: what the report needs
 /// beyond the run directory.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -728,6 +758,20 @@ pub(crate) mod tests {
     use crate::membership::Record;
     use crate::warehouse::ledger::Ledger;
     use crate::wire::{ProductId, Qty, RequestId};
+
+    #[test]
+    fn id_lists_write_runs_of_three_or_more_as_ranges() {
+        let ids = |v: &[u32]| v.iter().copied().map(NodeId).collect::<Vec<_>>();
+        let plain = |n: NodeId| n.0.to_string();
+        assert_eq!(id_list(&[], plain), "none");
+        assert_eq!(id_list(&ids(&[5, 6]), plain), "5, 6");
+        assert_eq!(id_list(&ids(&[3, 1, 2, 7, 9, 10]), plain), "1–3, 7, 9, 10");
+        let many: Vec<NodeId> = (1..=496).chain(498..=500).map(NodeId).collect();
+        assert_eq!(
+            id_list(&many, |n| n.to_string()),
+            "peer1–peer496, peer498–peer500"
+        );
+    }
 
     /// A request of client peer1, completed ok at `at_ms`.
     pub(crate) fn req(seq: u64, side: Side, granted: u32, trader: u32, at_ms: u64) -> Request {

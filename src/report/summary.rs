@@ -12,12 +12,7 @@ pub const WIDTH: usize = 80;
 const TEXT_AT: usize = 14;
 
 fn ids(nodes: &[NodeId]) -> String {
-    let v: Vec<String> = nodes.iter().map(|n| n.0.to_string()).collect();
-    if v.is_empty() {
-        "none".into()
-    } else {
-        v.join(", ")
-    }
+    super::id_list(nodes, |n| n.0.to_string())
 }
 
 fn mark(ok: bool) -> &'static str {

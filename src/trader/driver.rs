@@ -271,12 +271,7 @@ impl Driver {
                 let r = journal.commit(&append, &forget);
                 (r, forget)
             };
-            let done = match self.io {
-                IoMode::Threaded => tokio::task::spawn_blocking(commit).await,
-                // The simulation: simulated time stands still while the
-                // journal commits, so a seed replays the same run.
-                IoMode::Inline => Ok(commit()),
-            };
+            let done = self.io.run(commit).await;
             let failure = match done {
                 Ok((Ok(()), _)) => None,
                 Ok((Err(e), forget)) => {

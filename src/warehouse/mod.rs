@@ -476,7 +476,7 @@ impl Books {
                         },
                     };
                     self.history.record(&Event::Failover(record));
-                    let _ = self.history.flush();
+                    let _ = self.history.hand_off();
                     Ok(Body::Committed { id, view })
                 }),
             Body::Renew { epoch, .. } => {
