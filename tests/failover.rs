@@ -265,7 +265,7 @@ async fn retry_is_answered_from_the_record() {
         vec![NodeId(2)],
     );
     let membership = buyer_ctx.traders.clone();
-    let mut client = Client::new(&buyer_ctx).unwrap();
+    let mut client = Client::new(&buyer_ctx).await.unwrap();
     let buy = tokio::spawn(async move {
         let req = client
             .request(Side::Buy, ProductId(0), Qty(4))
@@ -388,7 +388,7 @@ async fn a_restarted_client_has_every_request_applied(mode: &str) {
             dir.path(),
             vec![NodeId(2)],
         );
-        let mut client = Client::new(&seller).unwrap();
+        let mut client = Client::new(&seller).await.unwrap();
         for _ in 0..3 {
             let r = client
                 .request(Side::Sell, ProductId(0), Qty(5))
