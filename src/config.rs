@@ -1026,6 +1026,22 @@ mod tests {
     }
 
     #[test]
+    fn every_example_config_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                cfg.validate()
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3, "{seen} examples in {}", dir.display());
+    }
+
+    #[test]
     fn the_defaults_are_valid_and_give_the_documents_market() {
         let cfg = Config::from_toml("").unwrap();
         assert_eq!(cfg, Config::default());
