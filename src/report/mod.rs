@@ -293,8 +293,12 @@ pub(crate) fn during_stop(stopped_us: u64, wall_us: u64) -> bool {
 }
 
 /// Why a run was degraded: what the launcher saw, then what the history
-/// shows: a death detected, before the stop, of a node no fault struck.
-fn degraded(history: &History, trading: &Trading) -> Vec<String> {
+/// shows: a death detected, before the stop, of a node no fault struck; the
+/// warehouse unreachable for a trader for a whole `lease` or more (a
+/// shorter outage, a deadline missed on a loaded machine and answered
+/// again before the trader's lease ran out, is in the summary but is no
+/// degradation: the trader served throughout).
+fn degraded(history: &History, trading: &Trading, lease: Duration) -> Vec<String> {
     let struck: HashSet<NodeId> = history.faults().map(|(victim, _)| victim).collect();
     let mut why = trading.degraded.clone();
     let network = crate::failover::NetworkFaultReport::explains;
@@ -318,11 +322,22 @@ fn degraded(history: &History, trading: &Trading) -> Vec<String> {
     }
     // The warehouse became unreachable (each trader records it once per
     // outage; one reason per recorder and outage start is plenty).
+    let answered_again = |by: Option<NodeId>, from_us: u64| {
+        history
+            .failover
+            .iter()
+            .filter(|u| u.by == by && u.wall_us >= from_us)
+            .find(|u| matches!(u.what, Happening::Warehouse { up: true, .. }))
+            .map(|u| u.wall_us)
+    };
     for r in &history.failover {
         let Happening::Warehouse { up: false, reason } = &r.what else {
             continue;
         };
-        if during_stop(trading.stopped_us, r.wall_us)
+        let brief = answered_again(r.by, r.wall_us)
+            .is_some_and(|up| up - r.wall_us < lease.as_micros() as u64);
+        if brief
+            || during_stop(trading.stopped_us, r.wall_us)
             || r.by.is_some_and(|by| network(history, by, r.wall_us))
         {
             continue;
@@ -553,7 +568,7 @@ impl Report {
         failover
             .detections
             .retain(|d| !during_stop(trading.stopped_us, d.wall_us));
-        let degraded = degraded(history, trading);
+        let degraded = degraded(history, trading, cfg.heartbeat.lease);
         // Roles as the election made them (the config's defaults if no peer
         // recorded a result).
         let roles = if failover.elected.is_empty() {
@@ -857,6 +872,42 @@ pub(crate) mod tests {
             Vec::new(),
         );
         (report, h, snap)
+    }
+
+    #[test]
+    fn a_warehouse_outage_degrades_the_run_only_if_it_outlasts_a_lease() {
+        let lease = Duration::from_millis(350);
+        let reach = |at_ms: u64, up: bool| Record {
+            wall_us: at_ms * 1000,
+            lamport: None,
+            by: Some(NodeId(5)),
+            what: Happening::Warehouse {
+                up,
+                reason: "warehouse did not answer within 200ms".into(),
+            },
+        };
+        let judge = |records: Vec<Record>| {
+            let history = History {
+                failover: records,
+                ..History::default()
+            };
+            degraded(&history, &Trading::default(), lease)
+        };
+        assert!(
+            judge(vec![reach(1000, false), reach(1080, true)]).is_empty(),
+            "answered again 80 ms later: the trader's lease never ran out"
+        );
+        let long = judge(vec![reach(1000, false), reach(1400, true)]);
+        assert_eq!(long.len(), 1, "{long:?}");
+        assert!(
+            long[0].contains("peer5 could not reach the warehouse"),
+            "{long:?}"
+        );
+        assert_eq!(
+            judge(vec![reach(1000, false)]).len(),
+            1,
+            "never answered again"
+        );
     }
 
     #[test]
