@@ -564,10 +564,15 @@ impl Report {
             &trading.final_traders,
         );
         // A trader that sees another stop first, as the market is stopped in
-        // order, may declare it dead: that is the stop, not a failure.
+        // order, may declare it dead, or miss the warehouse's answer while a
+        // thousand nodes write out their histories: that is the stop, not a
+        // failure.
         failover
             .detections
             .retain(|d| !during_stop(trading.stopped_us, d.wall_us));
+        failover
+            .warehouse_outages
+            .retain(|o| !during_stop(trading.stopped_us, o.from_us));
         let degraded = degraded(history, trading, cfg.heartbeat.lease);
         // Roles as the election made them (the config's defaults if no peer
         // recorded a result).
@@ -872,6 +877,48 @@ pub(crate) mod tests {
             Vec::new(),
         );
         (report, h, snap)
+    }
+
+    #[test]
+    fn a_warehouse_outage_that_begins_in_the_stop_is_not_reported() {
+        let (_, mut h, snap) = sample_with_store();
+        for (at_ms, up) in [(500, false), (520, true), (1900, false)] {
+            h.failover.push(Record {
+                wall_us: at_ms * 1000,
+                lamport: None,
+                by: Some(NodeId(5)),
+                what: Happening::Warehouse {
+                    up,
+                    reason: "warehouse did not answer within 200ms".into(),
+                },
+            });
+        }
+        let trading = Trading {
+            elapsed: Duration::from_secs(2),
+            stopped_us: 1_800_000,
+            ..Default::default()
+        };
+        let report = Report::build(
+            &Config::default(),
+            Path::new("run"),
+            &trading,
+            &h,
+            &snap,
+            Vec::new(),
+        );
+        let starts: Vec<u64> = report
+            .failover
+            .warehouse_outages
+            .iter()
+            .map(|o| o.from_us)
+            .collect();
+        assert_eq!(
+            starts,
+            vec![500_000],
+            "{:?}",
+            report.failover.warehouse_outages
+        );
+        assert!(report.degraded.is_empty(), "{:?}", report.degraded);
     }
 
     #[test]
