@@ -218,8 +218,9 @@ enum Cmd {
         /// Take the address book and stop signals on stdin (set by `bazaar run`).
         #[arg(long, hide = true)]
         launched: bool,
-        /// Threads of the node's runtime: 1 is the single-thread runtime;
-        /// default one worker per core (see the README's performance section).
+        /// Threads of the node's runtime: 1 (the default) is the
+        /// single-thread runtime, 0 one worker per core (see the README's
+        /// performance section).
         #[arg(long, hide = true, value_parser = clap::value_parser!(usize))]
         threads: Option<usize>,
     },
@@ -403,13 +404,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// The runtime a command runs on. A node's is tokio's multi-thread runtime,
-/// one worker per core, unless `--threads N` (or `BAZAAR_NODE_THREADS=N`,
-/// which reaches the nodes `bazaar run` starts) says otherwise: 1 is the
-/// single-thread runtime. One thread halves a node's CPU per request, but
-/// on a machine loaded by others a node with one thread gets half the
-/// scheduler's share and stalls past its peers' deadlines (see the README's
-/// performance section), so it is not the default.
+/// The runtime a command runs on. A node's is tokio's single-thread
+/// runtime (a market on one machine is many processes on few cores: one
+/// thread each halves a node's CPU per request, see the README's
+/// performance section; its disk work runs on blocking threads), unless
+/// `--threads N` (or `BAZAAR_NODE_THREADS=N`, which reaches the nodes
+/// `bazaar run` starts) says otherwise: N workers, 0 for one per core.
 fn build_runtime(cmd: &Cmd) -> std::io::Result<tokio::runtime::Runtime> {
     let Cmd::Node { threads, .. } = cmd else {
         return tokio::runtime::Runtime::new();
@@ -420,8 +420,8 @@ fn build_runtime(cmd: &Cmd) -> std::io::Result<tokio::runtime::Runtime> {
             .and_then(|t| t.parse::<usize>().ok())
     });
     match threads {
-        None | Some(0) => tokio::runtime::Runtime::new(),
-        Some(1) => tokio::runtime::Builder::new_current_thread()
+        Some(0) => tokio::runtime::Runtime::new(),
+        None | Some(1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
         Some(n) => tokio::runtime::Builder::new_multi_thread()
