@@ -879,20 +879,24 @@ pub(crate) mod tests {
         (report, h, snap)
     }
 
+    /// peer5 lost the warehouse (`up: false`) or reached it again, at `at_ms`.
+    fn reach(at_ms: u64, up: bool) -> Record {
+        Record {
+            wall_us: at_ms * 1000,
+            lamport: None,
+            by: Some(NodeId(5)),
+            what: Happening::Warehouse {
+                up,
+                reason: "warehouse did not answer within 200ms".into(),
+            },
+        }
+    }
+
     #[test]
     fn a_warehouse_outage_that_begins_in_the_stop_is_not_reported() {
         let (_, mut h, snap) = sample_with_store();
-        for (at_ms, up) in [(500, false), (520, true), (1900, false)] {
-            h.failover.push(Record {
-                wall_us: at_ms * 1000,
-                lamport: None,
-                by: Some(NodeId(5)),
-                what: Happening::Warehouse {
-                    up,
-                    reason: "warehouse did not answer within 200ms".into(),
-                },
-            });
-        }
+        h.failover
+            .extend([reach(500, false), reach(520, true), reach(1900, false)]);
         let trading = Trading {
             elapsed: Duration::from_secs(2),
             stopped_us: 1_800_000,
@@ -924,15 +928,6 @@ pub(crate) mod tests {
     #[test]
     fn a_warehouse_outage_degrades_the_run_only_if_it_outlasts_a_lease() {
         let lease = Duration::from_millis(350);
-        let reach = |at_ms: u64, up: bool| Record {
-            wall_us: at_ms * 1000,
-            lamport: None,
-            by: Some(NodeId(5)),
-            what: Happening::Warehouse {
-                up,
-                reason: "warehouse did not answer within 200ms".into(),
-            },
-        };
         let judge = |records: Vec<Record>| {
             let history = History {
                 failover: records,
