@@ -52,6 +52,12 @@ pub async fn run(
         };
         let done = client.request(Side::Buy, want.product, want.qty).await?;
         next = want.rest(load.goal, done.granted);
+        // No pause, no timer: a zero sleep still waits for the timer's next
+        // millisecond tick, which capped a closed-loop buyer (the bench's) at
+        // about one request a millisecond whatever the market's speed.
+        if load.pause.is_zero() {
+            continue;
+        }
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,

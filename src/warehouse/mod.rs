@@ -95,14 +95,63 @@ impl Job {
         }
     }
 
-    /// Answers the job with a refusal.
-    fn refuse(self, reason: Refusal) {
+    /// The job's refusal, with where it goes.
+    fn refuse(self, reason: Refusal) -> (oneshot::Sender<Body>, Body) {
         let (id, reply) = match self {
             Job::Change { change, reply, .. } => (change.order().id, reply),
             Job::Lookup { id, reply, .. } | Job::Flush { id, reply, .. } => (id, reply),
             Job::Member { ask, reply, .. } => (ask.request_id().unwrap_or_default(), reply),
         };
-        let _ = reply.send(Body::Refused { id, reason });
+        (reply, Body::Refused { id, reason })
+    }
+}
+
+/// Answers of one batch, each with where it goes.
+type Replies = Vec<(oneshot::Sender<Body>, Body)>;
+
+/// How the ledger's answers reach the connections waiting for them.
+enum Courier {
+    /// Sent at once: the ledger is a task on the node's runtime.
+    Direct,
+    /// Handed over a whole batch at a time to a task on the runtime, which
+    /// sends them. From the ledger's own thread, each answer sent directly
+    /// would wake the runtime with a system call of its own (one per
+    /// request, 32 after every commit of the bench's market); a batch wakes
+    /// it once.
+    Runtime(mpsc::UnboundedSender<Replies>),
+}
+
+impl Courier {
+    /// A courier for a ledger on its own thread, and the task on this
+    /// runtime that hands out what it carries.
+    fn to_runtime() -> Courier {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Replies>();
+        tokio::spawn(async move {
+            while let Some(replies) = rx.recv().await {
+                send_all(replies);
+            }
+        });
+        Courier::Runtime(tx)
+    }
+
+    fn deliver(&self, replies: Replies) {
+        if replies.is_empty() {
+            return;
+        }
+        match self {
+            Courier::Direct => send_all(replies),
+            // Gone only as the node stops: the answers' receivers see their
+            // senders dropped and refuse, as for any job left unanswered.
+            Courier::Runtime(tx) => {
+                let _ = tx.send(replies);
+            }
+        }
+    }
+}
+
+fn send_all(replies: Replies) {
+    for (reply, body) in replies {
+        let _ = reply.send(body);
     }
 }
 
@@ -150,7 +199,12 @@ impl Warehouse {
         );
         tracing::info!(stock = ?ledger.stock(), view = %registry.current(), "warehouse open");
         let (jobs, mut rx) = mpsc::channel(LEDGER_QUEUE);
+        let courier = match ctx.io {
+            IoMode::Threaded => Courier::to_runtime(),
+            IoMode::Inline => Courier::Direct,
+        };
         let mut books = Books {
+            courier,
             store,
             ledger,
             registry,
@@ -273,6 +327,7 @@ impl Handler for Warehouse {
 
 /// The books and their store, owned by the ledger.
 struct Books {
+    courier: Courier,
     store: Store,
     ledger: Ledger,
     registry: Registry,
@@ -301,8 +356,10 @@ impl Books {
             }
         }
         // Membership first, in arrival order; then every other job is fenced
-        // against the set as it now stands.
+        // against the set as it now stands. Both are answered before the
+        // commit (a lease renewal does not wait for the books).
         let mut batch = Vec::with_capacity(jobs.len());
+        let mut early = Replies::new();
         for job in jobs {
             match job {
                 Job::Member {
@@ -310,15 +367,14 @@ impl Books {
                     from,
                     ask,
                     reply,
-                } => {
-                    let _ = reply.send(self.member(at, from, ask));
-                }
+                } => early.push((reply, self.member(at, from, ask))),
                 job => match job.fence(&self.registry) {
-                    Some(Err(reason)) => job.refuse(reason),
+                    Some(Err(reason)) => early.push(job.refuse(reason)),
                     _ => batch.push(job),
                 },
             }
         }
+        self.courier.deliver(early);
         // Direct requests in arrival order, then every flush of the batch
         // merged in Lamport order; all in one transaction.
         let mut changes: Vec<Change> = batch
@@ -365,33 +421,38 @@ impl Books {
                 None
             }
         };
-        self.answer(batch, outcomes.as_deref().map(|o| &o[..direct]));
+        let replies = self.answer(batch, outcomes.as_deref().map(|o| &o[..direct]));
+        self.courier.deliver(replies);
     }
 
-    /// Answers every job of a batch; `direct` holds the outcomes of its
-    /// direct changes in order, or `None` if the batch was not committed.
-    fn answer(&self, batch: Vec<Job>, direct: Option<&[Outcome]>) {
+    /// The answer to every job of a batch; `direct` holds the outcomes of
+    /// its direct changes in order, or `None` if the batch was not committed.
+    fn answer(&self, batch: Vec<Job>, direct: Option<&[Outcome]>) -> Replies {
         let stock = self.ledger.stock();
         let committed = direct.is_some();
         let mut outcomes = direct.unwrap_or_default().iter();
+        let mut replies = Replies::with_capacity(batch.len());
         for job in batch {
             match job {
                 Job::Lookup { id, reply, .. } => {
-                    let _ = reply.send(Body::Stock {
-                        id,
-                        stock: stock.clone(),
-                    });
+                    replies.push((
+                        reply,
+                        Body::Stock {
+                            id,
+                            stock: stock.clone(),
+                        },
+                    ));
                 }
                 // Answered before the batch was formed (see `settle`); never
                 // a panic in the ledger thread if that ever changes.
                 job @ Job::Member { .. } => {
                     debug_assert!(false, "membership jobs are answered before the batch");
-                    job.refuse(Refusal::StorageFailed {
+                    replies.push(job.refuse(Refusal::StorageFailed {
                         reason: "a membership request reached the books' batch".into(),
-                    });
+                    }));
                 }
                 Job::Flush { id, reply, .. } => {
-                    let _ = reply.send(if committed {
+                    let body = if committed {
                         Body::Flushed {
                             id,
                             stock: stock.clone(),
@@ -403,7 +464,8 @@ impl Books {
                                 reason: "the batch could not be committed; nothing of this flush was applied".into(),
                             },
                         }
-                    });
+                    };
+                    replies.push((reply, body));
                 }
                 Job::Change {
                     change: c,
@@ -432,10 +494,11 @@ impl Books {
                             },
                         },
                     };
-                    let _ = tx.send(reply);
+                    replies.push((tx, reply));
                 }
             }
         }
+        replies
     }
 
     /// Answers a join, a proposal (committing it if it may be) or a lease
