@@ -1,6 +1,15 @@
 //! The in-process launcher behind `bazaar run --in-process` (and `bazaar
-//! bench --in-process`): the whole market in this one process and its one
-//! runtime, every node a task tree of its own.
+//! bench --in-process`): the whole market in this one process, every node a
+//! task tree of its own.
+//!
+//! **Thread per core.** The nodes are dealt out over one single-thread
+//! runtime per core ([`Shards`]), each on a thread of its own, rather than
+//! run on one work-stealing runtime: a node's tasks, its sockets and its
+//! timers then stay on one thread, and a message between two of its tasks
+//! wakes nobody else. Measured with `bazaar bench --in-process` on 2 cores
+//! at 128 clients: CPU per request fell from about 44 µs to 34 µs (see the
+//! README's performance section). Each node binds its listener on its own
+//! runtime, so its connections are driven by that runtime's reactor.
 //!
 //! The node code is the very code `bazaar node` runs ([`crate::role::run`]),
 //! on the same transport seam and the real network: every node binds its own
@@ -142,17 +151,21 @@ pub async fn run(cfg: &Config, runs_root: &Path, network: Network) -> anyhow::Re
     std::fs::write(dir.config(), cfg.to_toml())?;
     eprintln!("run dir {} (in-process)", dir.root.display());
 
-    // Every node binds first; the address book is then complete before any
-    // node starts (no port races, as with the launcher's `ready` lines).
+    // Every node binds first, on the runtime it will run on; the address
+    // book is then complete before any node starts (no port races, as with
+    // the launcher's `ready` lines).
+    let shards = Shards::start(std::thread::available_parallelism().map_or(1, |n| n.get()))?;
     let roles = cfg.roles_of_peers()?;
     let mut listeners = Vec::with_capacity(roles.len());
     let mut book = AddressBook::default();
     let mut infos = Vec::with_capacity(roles.len());
     let any: std::net::SocketAddr = "127.0.0.1:0".parse()?;
-    for &(node, role) in &roles {
-        let l = transport
-            .bind(any)
-            .await
+    for (i, &(node, role)) in roles.iter().enumerate() {
+        let t = transport.clone();
+        let l = shards
+            .of(i)
+            .spawn(async move { t.bind(any).await })
+            .await?
             .with_context(|| format!("{node} cannot listen on {any}"))?;
         let addr = l.local_addr()?;
         book.nodes.insert(node, addr);
@@ -176,7 +189,7 @@ pub async fn run(cfg: &Config, runs_root: &Path, network: Network) -> anyhow::Re
     let done = Arc::new(Semaphore::new(0));
     let mut nodes = Vec::with_capacity(roles.len());
     let mut trading = 0u32;
-    for (&(me, role), listener) in roles.iter().zip(listeners) {
+    for (i, (&(me, role), listener)) in roles.iter().zip(listeners).enumerate() {
         let ctx = NodeContext::new(
             me,
             role,
@@ -203,7 +216,7 @@ pub async fn run(cfg: &Config, runs_root: &Path, network: Network) -> anyhow::Re
             }
         };
         let (traders, wedge) = (ctx.traders.clone(), ctx.wedge.clone());
-        let task = tokio::spawn(crate::role::run(
+        let task = shards.of(i).spawn(crate::role::run(
             ctx,
             listener,
             ServeOptions::default(),
@@ -316,6 +329,61 @@ pub async fn run(cfg: &Config, runs_root: &Path, network: Network) -> anyhow::Re
         degraded,
     };
     crate::report::finish(cfg, &dir, &trading)
+}
+
+/// The runtimes an in-process market's nodes run on: one single-thread
+/// runtime per core, each driven by a thread of its own until the shards
+/// are dropped.
+struct Shards {
+    handles: Vec<tokio::runtime::Handle>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    done: CancellationToken,
+}
+
+impl Shards {
+    /// How long a shard's runtime waits, as it shuts down, for disk work
+    /// still running on its blocking threads.
+    const SHUTDOWN: Duration = Duration::from_secs(1);
+
+    fn start(count: usize) -> anyhow::Result<Shards> {
+        let done = CancellationToken::new();
+        let mut shards = Shards {
+            handles: Vec::new(),
+            threads: Vec::new(),
+            done: done.clone(),
+        };
+        for i in 0..count.max(1) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start a runtime for the nodes")?;
+            shards.handles.push(rt.handle().clone());
+            let done = done.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("shard{i}"))
+                .spawn(move || {
+                    rt.block_on(done.cancelled());
+                    rt.shutdown_timeout(Self::SHUTDOWN);
+                })
+                .context("cannot start a thread for the nodes")?;
+            shards.threads.push(thread);
+        }
+        Ok(shards)
+    }
+
+    /// The runtime of the `i`th node.
+    fn of(&self, i: usize) -> &tokio::runtime::Handle {
+        &self.handles[i % self.handles.len()]
+    }
+}
+
+impl Drop for Shards {
+    fn drop(&mut self) {
+        self.done.cancel();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The newest view any node holds.

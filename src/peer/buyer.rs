@@ -4,6 +4,8 @@
 //! every time (`fresh`), or, like the document's buyer, what is still missing
 //! of its goal until the goal is met (`until_met`).
 
+use std::time::Duration;
+
 use tokio_util::sync::CancellationToken;
 
 use rand::RngExt;
@@ -52,19 +54,27 @@ pub async fn run(
         };
         let done = client.request(Side::Buy, want.product, want.qty).await?;
         next = want.rest(load.goal, done.granted);
-        // No pause, no timer: a zero sleep still waits for the timer's next
-        // millisecond tick, which capped a closed-loop buyer (the bench's) at
-        // about one request a millisecond whatever the market's speed.
-        if load.pause.is_zero() {
-            continue;
-        }
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(load.pause) => {}
+        if !pause(load.pause, &stop).await {
+            break;
         }
     }
     Ok(())
+}
+
+/// Waits out the pause between two buys; false if stopped meanwhile.
+///
+/// No pause, no timer: a zero sleep still waits for the timer's next
+/// millisecond tick, which held a closed-loop buyer (the bench's) to about
+/// one request a millisecond whatever the market's speed.
+async fn pause(pause: Duration, stop: &CancellationToken) -> bool {
+    if pause.is_zero() {
+        return !stop.is_cancelled();
+    }
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(pause) => true,
+    }
 }
 
 #[cfg(test)]
@@ -91,6 +101,29 @@ mod tests {
         assert_eq!(rest.rest(g, Qty(0)), Some(rest));
         // The rest granted: a new goal.
         assert_eq!(rest.rest(g, Qty(3)), None);
+    }
+
+    /// Polls `f` once: its output if it is ready without waiting.
+    fn ready_at_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::pin!(f).poll(&mut cx) {
+            std::task::Poll::Ready(out) => Some(out),
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn no_pause_does_not_wait_for_the_timer() {
+        let stop = CancellationToken::new();
+        assert_eq!(ready_at_once(pause(Duration::ZERO, &stop)), Some(true));
+        // What it replaces: the timer's zero sleep waits for the timer.
+        assert!(ready_at_once(tokio::time::sleep(Duration::ZERO)).is_none());
+        stop.cancel();
+        assert_eq!(ready_at_once(pause(Duration::ZERO, &stop)), Some(false));
+        assert_eq!(
+            ready_at_once(pause(Duration::from_secs(9), &stop)),
+            Some(false)
+        );
     }
 
     #[test]
