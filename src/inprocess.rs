@@ -118,8 +118,9 @@ pub fn make_room_for(cfg: &Config) {
     if now < need {
         eprintln!(
             "warning: a market of {} peers in one process needs about {need} open files, and this \
-             process may open {now}; raise the limit (`ulimit -Hn {need}` as root), or run it with \
-             --memory (in-memory pipes, no descriptors): connections beyond it are refused",
+             process may open {now}: connections beyond that are refused. Run it with --memory \
+             (in-memory pipes, no descriptors), or raise the hard limit where you may (`ulimit -Hn \
+             {need}` as root, outside a container that caps it)",
             cfg.market.peers
         );
     }

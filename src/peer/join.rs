@@ -130,7 +130,9 @@ pub fn refresh_period(heartbeat_timeout: Duration, peers: u32) -> Duration {
 pub async fn keep_fresh(svc: Arc<Service>, stop: CancellationToken) {
     let cfg = &svc.ctx.config;
     let every = refresh_period(cfg.heartbeat.timeout, cfg.market.peers);
-    let mut rng = StdRng::seed_from_u64(cfg.market.seed ^ u64::from(svc.ctx.me.0) ^ 0xF2E5);
+    // Its own stream, apart from the node's client's (same node seed).
+    let seed = super::client::node_seed(cfg.market.seed, svc.ctx.me) ^ 0xF2E5;
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut wait = every.mul_f64(rng.random::<f64>());
     loop {
         tokio::select! {
