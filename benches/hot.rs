@@ -22,7 +22,7 @@ use bazaar::trader::cached::{Action, Cache, Settings};
 use bazaar::warehouse::ledger::Ledger;
 use bazaar::wire::frame::{decode, encode};
 use bazaar::wire::{
-    Body, Envelope, Epoch, FlushEntry, NodeId, Order, ProductId, Qty, RequestId, Side,
+    Body, Envelope, Epoch, FlushEntry, NodeId, Order, ProductId, Qty, RequestId, Side, View,
 };
 
 fn order(seq: u64, qty: u32) -> Order {
@@ -108,7 +108,10 @@ fn ledger_apply(c: &mut Criterion) {
 fn filled(now: Instant) -> Cache {
     let settings = Settings::from_config(&Config::default());
     let mut cache = Cache::new(NodeId(5), 1, settings, Vec::new(), now);
-    cache.set_epoch(Epoch(1));
+    cache.set_view(&View {
+        epoch: Epoch(1),
+        traders: vec![NodeId(5)],
+    });
     for a in cache.start() {
         if let Action::Call(Body::Lookup { id, .. }) = a {
             cache.on_answer(

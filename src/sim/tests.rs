@@ -310,6 +310,25 @@ fn seed_1184_cached_a_retry_after_a_trader_died_is_answered_as_the_warehouse_app
 }
 
 #[test]
+fn seed_283_cached_a_deposed_trader_acknowledges_nothing_more() {
+    // A trader lost packets, was deposed (epoch 2 left it out) and went on
+    // acknowledging requests as of epoch 2, an epoch it was not in. The
+    // warehouse refused each of its flushes for those entries, and two
+    // requests it had acknowledged in epoch 1, in the same flush, never
+    // reached the books (the checker: "acknowledged but stranded unflushed
+    // in peer6's journal"). A cache the view leaves out now accepts nothing.
+    let out = seed_holds(283, Mode::Cached);
+    assert!(
+        out.schedule
+            .faults
+            .iter()
+            .any(|f| matches!(f.what, What::Loss { .. })),
+        "seed 283 no longer drops a trader's packets:\n{}",
+        out.schedule
+    );
+}
+
+#[test]
 fn seed_111_cached_a_restarted_trader_acknowledges_in_its_epoch_not_in_none() {
     // The only trader, killed and restarted, took requests before its
     // driver had seen the view it rejoined with: it journaled them as of

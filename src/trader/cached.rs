@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Lamport;
 use crate::config::{Config, MAX_FLUSH};
-use crate::wire::{Body, Epoch, FlushEntry, NodeId, Order, Qty, Refusal, RequestId, Side};
+use crate::wire::{Body, Epoch, FlushEntry, NodeId, Order, Qty, Refusal, RequestId, Side, View};
 
 /// Requests that may wait for a lookup; beyond this, new ones are refused
 /// (a trader whose warehouse is gone must not hoard its clients' requests).
@@ -132,8 +132,11 @@ pub struct Cache {
     /// what it holds stays in its journal and is reported as unflushed.
     refused: Option<String>,
     /// The trader's epoch now: the fencing token of its lookups and of every
-    /// request it accepts (see [`Cache::set_epoch`]).
+    /// request it accepts (see [`Cache::set_view`]).
     epoch: Epoch,
+    /// The traders of that epoch if this trader is not one of them (it was
+    /// deposed, or is not a trader yet): it then accepts nothing.
+    not_in: Option<Vec<NodeId>>,
 }
 
 impl Cache {
@@ -170,14 +173,21 @@ impl Cache {
             stopping: false,
             refused: None,
             epoch: Epoch(0),
+            not_in: None,
         }
     }
 
-    /// The trader's epoch from now on (the driver sets it before each step).
-    /// A request accepted carries it to the warehouse: the warehouse applies
-    /// it only if this trader was a trader of that epoch.
-    pub fn set_epoch(&mut self, epoch: Epoch) {
-        self.epoch = epoch;
+    /// The trader's view from now on (the driver sets it before each step).
+    /// A request accepted carries the view's epoch to the warehouse, which
+    /// applies it only if this trader was a trader of that epoch. So a
+    /// trader the view leaves out accepts nothing more (its clients go to
+    /// another): an entry of an epoch it is not in would be refused at
+    /// every flush, and with it the entries it had rightly acknowledged
+    /// before it was deposed, which ride in the same flush.
+    pub fn set_view(&mut self, view: &View) {
+        self.epoch = view.epoch;
+        self.not_in =
+            (view.epoch != Epoch(0) && !view.contains(self.me)).then(|| view.traders.clone());
     }
 
     /// The first step: flush what the journal gave back, or else look up.
@@ -219,6 +229,10 @@ impl Cache {
             // warehouse would refuse an entry of no epoch for ever.
             out.push(refuse(Refusal::Busy {
                 reason: "this trader holds no epoch yet".into(),
+            }));
+        } else if let Some(traders) = &self.not_in {
+            out.push(refuse(Refusal::NotATrader {
+                traders: traders.clone(),
             }));
         } else if let Some(why) = &self.refused {
             out.push(refuse(Refusal::Busy {
@@ -469,7 +483,19 @@ impl Cache {
     fn serve_waiting(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.expire_waiting(now, out);
         while let Some(w) = self.waiting.pop_front() {
-            self.accept(now, w.token, w.side, w.order, w.clock, out);
+            match &self.not_in {
+                // Deposed while they waited for the copy: nothing applied.
+                Some(traders) => out.push(Action::Reply {
+                    token: w.token,
+                    body: Body::Refused {
+                        id: w.order.id,
+                        reason: Refusal::NotATrader {
+                            traders: traders.clone(),
+                        },
+                    },
+                }),
+                None => self.accept(now, w.token, w.side, w.order, w.clock, out),
+            }
         }
     }
 
@@ -664,9 +690,17 @@ mod tests {
         (c, flight_id)
     }
 
+    /// A view of `epoch` whose traders are this trader and one other.
+    fn in_epoch(epoch: u64) -> View {
+        View {
+            epoch: Epoch(epoch),
+            traders: vec![ME, NodeId(ME.0 + 1)],
+        }
+    }
+
     fn filled(t0: Instant, stock: u64) -> Cache {
         let mut c = Cache::new(ME, 1, settings(), Vec::new(), t0);
-        c.set_epoch(Epoch(1));
+        c.set_view(&in_epoch(1));
         let Body::Lookup { id, .. } = the_call(&c.start()) else {
             panic!("a fresh cache starts with a lookup");
         };
@@ -859,7 +893,7 @@ mod tests {
     fn a_call_in_flight_never_makes_the_driver_wake_for_nothing() {
         let t0 = Instant::now();
         let mut c = Cache::new(ME, 1, settings(), Vec::new(), t0);
-        c.set_epoch(Epoch(1));
+        c.set_view(&in_epoch(1));
         let Body::Lookup { id, .. } = the_call(&c.start()) else {
             panic!()
         };
@@ -881,6 +915,67 @@ mod tests {
     }
 
     #[test]
+    fn a_deposed_trader_accepts_nothing_more_and_flushes_what_it_accepted_in_its_epoch() {
+        // Seed 283 (cached): a trader acknowledged two requests in epoch 1,
+        // was deposed (epoch 2 leaves it out), and then acknowledged more,
+        // as of epoch 2. The warehouse refused each flush for the epoch-2
+        // entries, and the epoch-1 ones in the same flush never reached the
+        // books: acknowledged, and lost.
+        let t0 = Instant::now();
+        let mut c = filled(t0, 100);
+        c.on_request(t0, 1, Side::Sell, order(1, 1), Lamport(1));
+        c.on_request(t0, 2, Side::Buy, order(2, 1), Lamport(2));
+        let deposed = View {
+            epoch: Epoch(2),
+            traders: vec![NodeId(ME.0 + 1), NodeId(ME.0 + 2)],
+        };
+        c.set_view(&deposed);
+        let out = c.on_request(t0, 3, Side::Buy, order(3, 1), Lamport(3));
+        assert!(
+            matches!(
+                &replies(&out)[..],
+                [Body::Refused { reason: Refusal::NotATrader { traders }, .. }]
+                    if *traders == deposed.traders
+            ),
+            "{out:?}"
+        );
+        // What it acknowledged while a trader is flushed as of that epoch.
+        let (_, entries) = flush_of(&the_call(&c.on_tick(t0 + settings().flush_interval)));
+        assert_eq!(entries.len(), 2);
+        assert!(entries.iter().all(|e| e.epoch == Epoch(1)), "{entries:?}");
+    }
+
+    #[test]
+    fn a_request_waiting_for_the_copy_is_refused_if_its_trader_is_deposed_meanwhile() {
+        let t0 = Instant::now();
+        let mut c = Cache::new(ME, 1, settings(), Vec::new(), t0);
+        c.set_view(&in_epoch(1));
+        let Body::Lookup { id, .. } = the_call(&c.start()) else {
+            panic!("a fresh cache starts with a lookup");
+        };
+        assert!(replies(&c.on_request(t0, 1, Side::Buy, order(1, 1), Lamport(1))).is_empty());
+        c.set_view(&View {
+            epoch: Epoch(2),
+            traders: vec![NodeId(ME.0 + 1)],
+        });
+        let out = c.on_answer(ms(t0, 1), id, Ok(Body::Stock { id, stock: vec![9] }));
+        assert!(
+            matches!(
+                &replies(&out)[..],
+                [Body::Refused {
+                    reason: Refusal::NotATrader { .. },
+                    ..
+                }]
+            ),
+            "{out:?}"
+        );
+        assert!(
+            calls(&out).is_empty(),
+            "nothing was accepted, nothing to flush"
+        );
+    }
+
+    #[test]
     fn a_restarted_trader_flushes_its_journal_first() {
         let t0 = Instant::now();
         let entry = FlushEntry {
@@ -891,7 +986,7 @@ mod tests {
             epoch: Epoch(1),
         };
         let mut c = Cache::new(ME, 1, settings(), vec![(8, entry), (3, entry)], t0);
-        c.set_epoch(Epoch(1));
+        c.set_view(&in_epoch(1));
         let (_, entries) = flush_of(&the_call(&c.start()));
         assert_eq!(entries.len(), 2);
         // New keys never collide with the journal's.
@@ -902,7 +997,7 @@ mod tests {
     fn requests_that_wait_past_their_deadline_are_refused() {
         let t0 = Instant::now();
         let mut c = Cache::new(ME, 1, settings(), Vec::new(), t0);
-        c.set_epoch(Epoch(1));
+        c.set_view(&in_epoch(1));
         let Body::Lookup { id, .. } = the_call(&c.start()) else {
             panic!()
         };

@@ -173,7 +173,7 @@ impl Driver {
         };
         loop {
             self.carry_out(actions, &answers_tx).await;
-            self.cache.set_epoch(self.membership.epoch());
+            self.cache.set_view(&self.membership.view());
             if let Some(until) = drain_until
                 && (self.cache.settled() || now() >= until)
             {
@@ -199,7 +199,7 @@ impl Driver {
                     // The epoch the requests are acknowledged in is the one
                     // held now, not at the top of the loop (a restarted
                     // trader learns its view while the driver waits here).
-                    self.cache.set_epoch(self.membership.epoch());
+                    self.cache.set_view(&self.membership.view());
                     let mut out = Vec::new();
                     for c in batch {
                         let token = self.next_token;
