@@ -33,7 +33,7 @@
 //! The machine's other load makes absolute numbers noisy; the ratios to the
 //! echo, measured in the same invocation, are what to compare.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,6 +50,7 @@ use crate::history::{History, Outcome};
 use crate::link::Link;
 use crate::net::{BoxFuture, Tcp, Transport};
 use crate::node::{Handler, ServeOptions};
+use crate::trace::Message;
 use crate::wire::{Body, NodeId, Order, ProductId, Qty, RequestId};
 
 /// How often CPU time is sampled.
@@ -126,6 +127,10 @@ pub struct Measure {
     /// CPU µs per answered request, by kind of node (`warehouse`, `traders`,
     /// `clients`; `process` in-process; `server`, `clients` for the echo).
     pub cpu_us_per_request: BTreeMap<String, f64>,
+    /// Where a request's time went, hop by hop, from the message trace:
+    /// the median µs of each segment ([`hops`]); empty for the echo.
+    #[serde(default)]
+    pub hops_p50_us: Vec<(String, f64)>,
 }
 
 /// One mode's runs.
@@ -436,7 +441,89 @@ fn measure_history(history: &History, samples: &Samples) -> Measure {
         .iter()
         .map(|r| (r.completed_us, r.latency_us, r.outcome == Outcome::Ok))
         .collect();
-    measure(&done, from, to, samples)
+    Measure {
+        hops_p50_us: hops(&history.trace.messages(), from, to),
+        ..measure(&done, from, to, samples)
+    }
+}
+
+/// The segments of a request's path, in the order it takes them.
+const HOPS: [&str; 6] = [
+    "to trader",
+    "at trader",
+    "to warehouse",
+    "at warehouse",
+    "from warehouse",
+    "to client",
+];
+
+/// Where a request's time goes: the median µs of each segment of its path
+/// (client to trader, at the trader, to and at and from the warehouse in
+/// strong mode, trader to client), over the requests answered within
+/// `from..=to` (µs) whose every message was traced once, at both ends. A
+/// retried request (two attempts) is left out. At the trader is its whole
+/// stay less the warehouse's round trip. Segments no request took (the
+/// warehouse, in cached mode) are left out.
+fn hops(messages: &[Message], from: u64, to: u64) -> Vec<(String, f64)> {
+    use crate::trace::Kind;
+    let mut by_id: HashMap<RequestId, Vec<&Message>> = HashMap::new();
+    for m in messages {
+        if let (Some(id), Some(_), Some(_)) = (m.id, m.sent, m.received) {
+            by_id.entry(id).or_default().push(m);
+        }
+    }
+    let mut spans: Vec<Vec<u64>> = vec![Vec::new(); HOPS.len()];
+    let between = |a: u64, b: u64| b.saturating_sub(a);
+    for (id, ms) in &by_id {
+        let one = |f: &dyn Fn(&Message) -> bool| {
+            let mut it = ms.iter().filter(|m| f(m));
+            match (it.next(), it.next()) {
+                (Some(m), None) => Some(*m),
+                _ => None,
+            }
+        };
+        let (Some(ask), Some(answer)) = (
+            one(&|m| m.from == id.node && matches!(m.kind, Kind::Buy | Kind::Sell)),
+            one(&|m| m.to == id.node),
+        ) else {
+            continue;
+        };
+        let end = |m: &Message| {
+            (
+                m.sent.map_or(0, |e| e.wall_us),
+                m.received.map_or(0, |e| e.wall_us),
+            )
+        };
+        let (ask_sent, ask_in) = end(ask);
+        let (answer_sent, answer_in) = end(answer);
+        if !(from..=to).contains(&answer_in) {
+            continue;
+        }
+        let at_trader = between(ask_in, answer_sent);
+        spans[0].push(between(ask_sent, ask_in));
+        spans[5].push(between(answer_sent, answer_in));
+        let there = one(&|m| m.to == NodeId::WAREHOUSE);
+        let back = one(&|m| m.from == NodeId::WAREHOUSE);
+        match (there, back) {
+            (Some(there), Some(back)) => {
+                let (there_sent, there_in) = end(there);
+                let (back_sent, back_in) = end(back);
+                spans[1].push(at_trader.saturating_sub(between(there_sent, back_in)));
+                spans[2].push(between(there_sent, there_in));
+                spans[3].push(between(there_in, back_sent));
+                spans[4].push(between(back_sent, back_in));
+            }
+            _ => spans[1].push(at_trader),
+        }
+    }
+    HOPS.iter()
+        .zip(spans)
+        .filter(|(_, s)| !s.is_empty())
+        .map(|(name, mut s)| {
+            s.sort_unstable();
+            (name.to_string(), s[s.len() / 2] as f64)
+        })
+        .collect()
 }
 
 /// The steady part of a run from `first` to `last` (µs).
@@ -486,6 +573,7 @@ fn measure(done: &[(u64, u64, bool)], from: u64, to: u64, samples: &Samples) -> 
         p999_ms: ms(0.999),
         max_ms: h.max() as f64 / 1000.0,
         cpu_us_per_request: cpu,
+        hops_p50_us: Vec::new(),
     }
 }
 
@@ -744,7 +832,7 @@ impl Results {
         use std::fmt::Write;
         let mut t = String::new();
         let how = if self.in_process {
-            "in-process (one process, one runtime)"
+            "in-process (one process, a single-thread runtime per core)"
         } else {
             "one process per node"
         };
@@ -791,6 +879,26 @@ impl Results {
         row(&mut t, "echo (one hop)", &self.echo, None);
         for m in &self.modes {
             row(&mut t, &m.mode.to_string(), &m.saturated, Some(m.ratio));
+        }
+        if self
+            .modes
+            .iter()
+            .any(|m| !m.saturated.hops_p50_us.is_empty())
+        {
+            let _ = writeln!(t);
+            let _ = writeln!(
+                t,
+                "where a saturated request's time goes (p50 µs, from the message trace)"
+            );
+            for m in &self.modes {
+                let hops: Vec<String> = m
+                    .saturated
+                    .hops_p50_us
+                    .iter()
+                    .map(|(hop, us)| format!("{hop} {us:.0}"))
+                    .collect();
+                let _ = writeln!(t, "{:<16} {}", m.mode.to_string(), hops.join(" · "));
+            }
         }
         if self.modes.iter().any(|m| m.half.is_some()) {
             let _ = writeln!(t);
@@ -902,6 +1010,80 @@ impl Results {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Lamport;
+    use crate::trace::{End, Kind};
+
+    /// A message of request `client#seq` from `from` to `to`, sent and
+    /// received at those wall times (µs).
+    fn msg(client: u32, seq: u64, from: u32, to: u32, kind: Kind, at: (u64, u64)) -> Message {
+        let end = |wall_us| {
+            Some(End {
+                wall_us,
+                lamport: Lamport(0),
+            })
+        };
+        Message {
+            from: NodeId(from),
+            to: NodeId(to),
+            kind,
+            id: Some(RequestId {
+                node: NodeId(client),
+                seq,
+            }),
+            stamp: Lamport(0),
+            sent: end(at.0),
+            received: end(at.1),
+        }
+    }
+
+    #[test]
+    fn a_requests_time_is_split_by_hop_and_retries_are_left_out() {
+        let strong = [
+            msg(1, 1, 1, 9, Kind::Buy, (100, 110)),
+            msg(1, 1, 9, 0, Kind::WarehouseBuy, (115, 135)),
+            msg(1, 1, 0, 9, Kind::Granted, (435, 445)),
+            msg(1, 1, 9, 1, Kind::Granted, (450, 470)),
+        ];
+        let hops_of = |ms: &[Message]| hops(ms, 0, 1_000);
+        let want = |v: &[(&str, f64)]| -> Vec<(String, f64)> {
+            v.iter().map(|(h, us)| (h.to_string(), *us)).collect()
+        };
+        assert_eq!(
+            hops_of(&strong),
+            want(&[
+                ("to trader", 10.0),
+                // 340 µs at the trader, 330 of them the warehouse's round trip.
+                ("at trader", 10.0),
+                ("to warehouse", 20.0),
+                ("at warehouse", 300.0),
+                ("from warehouse", 10.0),
+                ("to client", 20.0),
+            ])
+        );
+        // Cached: answered at the trader; no warehouse segment.
+        let cached = [
+            msg(2, 7, 2, 9, Kind::Sell, (100, 150)),
+            msg(2, 7, 9, 2, Kind::Deposited, (950, 960)),
+        ];
+        assert_eq!(
+            hops_of(&cached),
+            want(&[
+                ("to trader", 50.0),
+                ("at trader", 800.0),
+                ("to client", 10.0)
+            ])
+        );
+        // A request sent twice (failed over), or answered after the
+        // window, tells nothing about one path.
+        let retried = [
+            msg(3, 1, 3, 9, Kind::Buy, (0, 5)),
+            msg(3, 1, 3, 8, Kind::Buy, (600, 605)),
+            msg(3, 1, 8, 3, Kind::Granted, (700, 705)),
+            msg(4, 1, 4, 9, Kind::Buy, (900, 905)),
+            msg(4, 1, 9, 4, Kind::Granted, (1_200, 1_205)),
+        ];
+        assert!(hops_of(&retried).is_empty());
+    }
 
     fn samples(rows: &[(u64, u64)]) -> Samples {
         Samples {
