@@ -6,10 +6,12 @@
 //! runtime per core ([`Shards`]), each on a thread of its own, rather than
 //! run on one work-stealing runtime: a node's tasks, its sockets and its
 //! timers then stay on one thread, and a message between two of its tasks
-//! wakes nobody else. Measured with `bazaar bench --in-process` on 2 cores
-//! at 128 clients: CPU per request fell from about 44 µs to 34 µs (see the
-//! README's performance section). Each node binds its listener on its own
-//! runtime, so its connections are driven by that runtime's reactor.
+//! wakes nobody else. Measured with `bazaar bench --quick --in-process` on
+//! 2 cores, two runs each: strong did 20,671–23,267 requests/s before and
+//! 32,765–33,213 after at 32 clients, with CPU per request at 128 clients
+//! 45–50 µs before and 40–41 µs after (see the README's performance
+//! section). Each node binds its listener on its own runtime, so its
+//! connections are driven by that runtime's reactor.
 //!
 //! The node code is the very code `bazaar node` runs ([`crate::role::run`]),
 //! on the same transport seam and the real network: every node binds its own
