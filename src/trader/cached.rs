@@ -485,15 +485,12 @@ impl Cache {
         while let Some(w) = self.waiting.pop_front() {
             match &self.not_in {
                 // Deposed while they waited for the copy: nothing applied.
-                Some(traders) => out.push(Action::Reply {
-                    token: w.token,
-                    body: Body::Refused {
-                        id: w.order.id,
-                        reason: Refusal::NotATrader {
-                            traders: traders.clone(),
-                        },
+                Some(traders) => out.push(refuse_waiting(
+                    &w,
+                    Refusal::NotATrader {
+                        traders: traders.clone(),
                     },
-                }),
+                )),
                 None => self.accept(now, w.token, w.side, w.order, w.clock, out),
             }
         }
@@ -597,13 +594,21 @@ fn permanent_refusal(answer: &Result<Body, String>, products: usize) -> Option<S
 }
 
 fn busy(w: &Waiting, reason: &str) -> Action {
+    refuse_waiting(
+        w,
+        Refusal::Busy {
+            reason: reason.into(),
+        },
+    )
+}
+
+/// The refusal of a request that waited for the copy.
+fn refuse_waiting(w: &Waiting, reason: Refusal) -> Action {
     Action::Reply {
         token: w.token,
         body: Body::Refused {
             id: w.order.id,
-            reason: Refusal::Busy {
-                reason: reason.into(),
-            },
+            reason,
         },
     }
 }

@@ -62,7 +62,8 @@ const BOOKS: TableDefinition<u32, [u64; 10]> = TableDefinition::new("books");
 /// tree's right edge. Keyed by client first, each client's row went to a
 /// page of its own: a strong commit of the bench's 32 clients wrote 26
 /// pages where it now writes 12 (counted with `strace` on the ledger
-/// thread), and `bench --in-process --mode strong` did 20–25% more.
+/// thread); `bench --quick --mode strong`, A/B twice each on a quiet
+/// machine, did 8% more as processes and 3–24% more in-process.
 const APPLIED: TableDefinition<(u64, u32), AppliedRow> = TableDefinition::new("applied_by_seq");
 /// [`APPLIED`] as stores written before it were keyed, `(node, seq)`: read
 /// by [`Store::snapshot`] so that an older run can still be checked.
@@ -280,6 +281,37 @@ impl Store {
         Ok(outcomes)
     }
 
+    /// Every applied request, in `(node, seq)` order whatever the store's
+    /// key order (an older store's table is read if it has no newer one).
+    fn read_applied(&self) -> Result<Vec<(RequestId, Applied)>, StoreError> {
+        let txn = self.db.begin_read().map_err(redb_err)?;
+        let id = |node: u32, seq: u64| RequestId {
+            node: NodeId(node),
+            seq,
+        };
+        let mut applied = Vec::new();
+        match txn.open_table(APPLIED) {
+            Ok(t) => {
+                for r in t.iter().map_err(redb_err)? {
+                    let (k, v) = r.map_err(redb_err)?;
+                    let (seq, node) = k.value();
+                    applied.push((id(node, seq), from_applied_row(v.value())));
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                let t = txn.open_table(APPLIED_BY_NODE).map_err(redb_err)?;
+                for r in t.iter().map_err(redb_err)? {
+                    let (k, v) = r.map_err(redb_err)?;
+                    let (node, seq) = k.value();
+                    applied.push((id(node, seq), from_applied_row(v.value())));
+                }
+            }
+            Err(e) => return Err(redb_err(e)),
+        }
+        applied.sort_unstable_by_key(|(id, _)| (id.node, id.seq));
+        Ok(applied)
+    }
+
     /// Commits `view` (durably) as the trader set of its epoch.
     pub fn commit_view(&self, view: &View) -> Result<(), StoreError> {
         let traders = postcard::to_stdvec(&view.traders).map_err(|e| StoreError::Corrupt {
@@ -452,39 +484,6 @@ fn applied_before(
     #[cfg(any(test, feature = "sim"))]
     let row = row.filter(|_| !super::broken::is(super::broken::Broken::Dedupe));
     Ok(row.map(|v| from_applied_row(v.value())))
-}
-
-impl Store {
-    /// Every applied request, in `(node, seq)` order whatever the store's
-    /// key order (an older store's table is read if it has no newer one).
-    fn read_applied(&self) -> Result<Vec<(RequestId, Applied)>, StoreError> {
-        let txn = self.db.begin_read().map_err(redb_err)?;
-        let id = |node: u32, seq: u64| RequestId {
-            node: NodeId(node),
-            seq,
-        };
-        let mut applied = Vec::new();
-        match txn.open_table(APPLIED) {
-            Ok(t) => {
-                for r in t.iter().map_err(redb_err)? {
-                    let (k, v) = r.map_err(redb_err)?;
-                    let (seq, node) = k.value();
-                    applied.push((id(node, seq), from_applied_row(v.value())));
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {
-                let t = txn.open_table(APPLIED_BY_NODE).map_err(redb_err)?;
-                for r in t.iter().map_err(redb_err)? {
-                    let (k, v) = r.map_err(redb_err)?;
-                    let (node, seq) = k.value();
-                    applied.push((id(node, seq), from_applied_row(v.value())));
-                }
-            }
-            Err(e) => return Err(redb_err(e)),
-        }
-        applied.sort_unstable_by_key(|(id, _)| (id.node, id.seq));
-        Ok(applied)
-    }
 }
 
 fn from_applied_row((side, qty, oversold, undersold, product): AppliedRow) -> Applied {
