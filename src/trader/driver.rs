@@ -2,18 +2,25 @@
 //! the warehouse and the timers, and feeds the pure [`Cache`].
 //!
 //! One task. Each step takes every request waiting (up to [`STEP_BATCH`]), or
-//! one warehouse answer, or a timer; hands it to the cache; then carries out
-//! the cache's actions: first one journal transaction for everything accepted
-//! in the step (fsync), then the replies, then the warehouse calls. So no
-//! client hears of a request before it is on disk, and one fsync serves every
-//! request that arrived together (group commit).
+//! one warehouse answer, or a timer, or the news of a journal sync; hands it
+//! to the cache; then carries out the cache's actions: it appends one journal
+//! record for everything accepted in the step, and holds the step's replies
+//! and warehouse calls until that record is durable. So no client hears of a
+//! request before it is on disk, and no flush carries it before then either.
+//!
+//! The syncs run on a thread of the journal's own ([`Syncer`]), back to back
+//! while records wait, each covering every record written before it began
+//! (group commit). The driver does not wait for them: while one runs, it
+//! takes the next requests and appends their record, which the next sync
+//! covers. Steps are released in order, oldest first. Before this, a step
+//! waited for the whole of the last step's commit, then for its own, and
+//! each commit made two thread hand-offs through tokio's blocking pool.
 //!
 //! What the warehouse confirmed is dropped from the journal lazily: the
-//! confirmed keys ride along with the next step's transaction, or go alone
-//! once they have waited [`FORGET_WITHIN`] (and before the driver exits). A
-//! confirmation costs no fsync of its own while requests keep coming; before
-//! this, every flush's confirmation was a transaction of its own, one fsync
-//! the next clients' step waited behind. Forgetting late is safe: a journal
+//! confirmed keys ride along with the next step's record, or go alone once
+//! they have waited [`FORGET_WITHIN`] (and before the driver exits). A
+//! record of forgotten keys alone is not synced: it waits for the next sync.
+//! Forgetting late, or losing a forget in a crash, is safe: a journal
 //! entry the warehouse already applied is deduped if it is ever flushed again
 //! (a restart), and the checker counts an entry as stranded only if the
 //! warehouse never applied it.
@@ -22,7 +29,7 @@
 //! most [`DRAIN`]; anything the warehouse did not confirm by then stays in the
 //! journal (and is reported as unflushed).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +38,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::cached::{Action, Cache, Key, Settings, Token};
-use super::journal::Journal;
+use super::journal::{Journal, Syncer, Ticket};
 use crate::clock::Lamport;
 use crate::link::Link;
 use crate::node::{IoMode, NodeContext, now};
@@ -100,6 +107,8 @@ impl CachedTrader {
             forget: Vec::new(),
             forget_by: None,
             io: ctx.io,
+            pending: VecDeque::new(),
+            syncer: None,
         };
         let task = tokio::spawn(driver.run(rx, stop.clone()));
         Ok(Self {
@@ -155,14 +164,23 @@ struct Driver {
     /// of them must go at the latest.
     forget: Vec<Key>,
     forget_by: Option<Instant>,
-    /// Where the journal's commits run (off the runtime, or inline in the
+    /// Where the journal's syncs run (off the runtime, or inline in the
     /// simulation).
     io: IoMode,
+    /// Steps waiting for their journal record to be durable, oldest first.
+    pending: VecDeque<Step>,
+    /// The journal's sync thread (started by the first sync it is asked for).
+    syncer: Option<Syncer>,
 }
 
 impl Driver {
     async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>, stop: CancellationToken) {
         let (answers_tx, mut answers) = mpsc::channel::<Answer>(4);
+        let (synced_tx, mut synced) = mpsc::unbounded_channel();
+        let io = Io {
+            answers: answers_tx,
+            synced: synced_tx,
+        };
         let mut drain_until: Option<Instant> = None;
         // A peer that is not a trader (yet) has nothing to look up: its first
         // request will. What a journal gave back is flushed at once.
@@ -172,7 +190,7 @@ impl Driver {
             Vec::new()
         };
         loop {
-            self.carry_out(actions, &answers_tx).await;
+            self.carry_out(actions, &io).await;
             self.cache.set_view(&self.membership.view());
             if let Some(until) = drain_until
                 && (self.cache.settled() || now() >= until)
@@ -212,6 +230,12 @@ impl Driver {
                 Some((id, answer)) = answers.recv() => {
                     self.cache.on_answer(now(), id, answer)
                 }
+                Some(done) = synced.recv() => {
+                    if let Err(reason) = done {
+                        self.journal_failed(reason).await;
+                    }
+                    Vec::new()
+                }
                 _ = sleep, if wake.is_some() => self.cache.on_tick(now()),
                 _ = stop.cancelled(), if drain_until.is_none() => {
                     let now = now();
@@ -224,11 +248,23 @@ impl Driver {
                 }
             };
         }
-        // What was confirmed last leaves the journal before the driver does.
+        // What was confirmed last leaves the journal before the driver does,
+        // and what waits for a sync is synced and sent.
         if !self.forget.is_empty() {
             self.forget_by = Some(now());
-            self.carry_out(Vec::new(), &answers_tx).await;
+            self.carry_out(Vec::new(), &io).await;
         }
+        let journal = self.journal.clone();
+        let last = journal.last();
+        match self.io.run(move || journal.sync(last)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.journal_failed(e.to_string()).await,
+            Err(e) => {
+                self.journal_failed(format!("journal sync task failed: {e}"))
+                    .await
+            }
+        }
+        self.release(&io.answers);
         if !self.cache.settled() {
             tracing::warn!(
                 "stopping with {} accepted requests the warehouse has not confirmed; they stay in the journal",
@@ -237,12 +273,12 @@ impl Driver {
         }
     }
 
-    /// Journal, then reply, then call the warehouse.
-    async fn carry_out(&mut self, actions: Vec<Action>, answers: &mpsc::Sender<Answer>) {
-        let mut accepted: Vec<(Token, Key, FlushEntry, Body)> = Vec::new();
+    /// Journals what `actions` accepted and queues the step's replies and
+    /// warehouse calls behind its record (see the module docs); then starts
+    /// a sync if one is due and sends whatever is now durable.
+    async fn carry_out(&mut self, actions: Vec<Action>, io: &Io) {
+        let mut step = Step::default();
         let mut forget = Vec::new();
-        let mut replies = Vec::new();
-        let mut calls = Vec::new();
         for a in actions {
             match a {
                 Action::Accept {
@@ -250,10 +286,10 @@ impl Driver {
                     key,
                     entry,
                     reply,
-                } => accepted.push((token, key, entry, reply)),
-                Action::Reply { token, body } => replies.push((token, body)),
+                } => step.accepted.push((token, key, entry, reply)),
+                Action::Reply { token, body } => step.replies.push((token, body)),
                 Action::Forget(keys) => forget.extend(keys),
-                Action::Call(body) => calls.push(body),
+                Action::Call(body) => step.calls.push(body),
             }
         }
         if !forget.is_empty() {
@@ -261,76 +297,218 @@ impl Driver {
             self.forget_by.get_or_insert_with(|| now() + FORGET_WITHIN);
         }
         let forget_due = self.forget_by.is_some_and(|by| now() >= by);
-        if !accepted.is_empty() || forget_due {
-            let append: Vec<(Key, FlushEntry)> =
-                accepted.iter().map(|(_, k, e, _)| (*k, *e)).collect();
+        let accepts = !step.accepted.is_empty();
+        if !step.is_empty() {
+            self.pending.push_back(step);
+        }
+        if accepts || forget_due {
+            let last = self.pending.back_mut().filter(|_| accepts);
+            let append: Vec<(Key, FlushEntry)> = last
+                .as_ref()
+                .map(|s| s.accepted.iter().map(|(_, k, e, _)| (*k, *e)).collect())
+                .unwrap_or_default();
             let forget = std::mem::take(&mut self.forget);
             self.forget_by = None;
-            let journal = self.journal.clone();
-            let commit = move || {
-                let r = journal.commit(&append, &forget);
-                (r, forget)
-            };
-            let done = self.io.run(commit).await;
-            let failure = match done {
-                Ok((Ok(()), _)) => None,
-                Ok((Err(e), forget)) => {
-                    // Still confirmed: dropped with a later transaction.
-                    self.forget = forget;
-                    self.forget_by = Some(now() + FORGET_WITHIN);
-                    Some(e.to_string())
-                }
-                Err(e) => Some(format!("journal task failed: {e}")),
-            };
-            if let Some(reason) = failure {
-                tracing::error!(
-                    "{reason}; refusing the {} requests of this step",
-                    accepted.len()
-                );
-                let keys: Vec<Key> = accepted.iter().map(|(_, k, _, _)| *k).collect();
-                if let Some(corrected) = self.cache.revoke(&keys) {
-                    // A flush of this step must not carry what was just refused.
-                    for c in calls.iter_mut() {
-                        if c.request_id() == corrected.request_id() {
-                            *c = corrected.clone();
-                        }
+            match self.journal.append(&append, &forget) {
+                Ok(ticket) => {
+                    if let Some(last) = last {
+                        last.ticket = Some(ticket);
                     }
                 }
-                for a in accepted.iter_mut() {
+                Err(e) => {
+                    if !forget.is_empty() {
+                        // Still confirmed: dropped with a later record.
+                        self.forget = forget;
+                        self.forget_by = Some(now() + FORGET_WITHIN);
+                    }
+                    let reason = e.to_string();
+                    let keys = if append.is_empty() {
+                        Vec::new()
+                    } else {
+                        let newest = self.pending.len() - 1;
+                        self.take_back(|i, _| i == newest, &reason)
+                    };
+                    self.rewrite(keys).await;
+                }
+            }
+        }
+        self.sync_due(io).await;
+        if self.journal.wants_compaction() {
+            let journal = self.journal.clone();
+            match self.io.run(move || journal.compact()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("cannot compact: {e}"),
+                Err(e) => tracing::warn!("journal compaction task failed: {e}"),
+            }
+        }
+        self.release(&io.answers);
+    }
+
+    /// Asks the sync thread for a sync of everything written if a step waits
+    /// for one; in the simulation, syncs at once.
+    async fn sync_due(&mut self, io: &Io) {
+        let waiting = self.pending.iter().filter_map(|s| s.ticket).max();
+        let Some(ticket) = waiting.filter(|t| !self.journal.is_synced(*t)) else {
+            return;
+        };
+        let journal = self.journal.clone();
+        match self.io {
+            IoMode::Inline => {
+                if let Err(e) = journal.sync(ticket) {
+                    self.journal_failed(e.to_string()).await;
+                }
+            }
+            IoMode::Threaded => {
+                let syncer = self.syncer.get_or_insert_with(|| {
+                    let synced = io.synced.clone();
+                    Syncer::new(journal, move |done| {
+                        let _ = synced.send(done.map_err(|e| e.to_string()));
+                    })
+                });
+                if let Err(e) = syncer.want(ticket) {
+                    self.journal_failed(format!("cannot start the journal's sync thread: {e}"))
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// A sync failed: the records not yet known durable are in doubt. If the
+    /// journal can be rewritten they are durable after all; if not, their
+    /// requests are taken back and their clients refused.
+    async fn journal_failed(&mut self, reason: String) {
+        tracing::error!("{reason}; rewriting the journal");
+        if self.rewrite(Vec::new()).await {
+            return;
+        }
+        let journal = self.journal.clone();
+        let keys = self.take_back(
+            |_, s| s.ticket.is_some_and(|t| !journal.is_synced(t)),
+            &reason,
+        );
+        self.rewrite(keys).await;
+    }
+
+    /// Rewrites the journal without `drop` (see [`Journal::recover`]);
+    /// whether it could.
+    async fn rewrite(&mut self, drop: Vec<Key>) -> bool {
+        let journal = self.journal.clone();
+        match self.io.run(move || journal.recover(&drop)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!("{e}; refusing requests until the journal can be rewritten");
+                false
+            }
+            Err(e) => {
+                tracing::error!("journal rewrite task failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Takes back the accepted requests of the pending steps `which` picks
+    /// (by index and step): out of the cache, their clients told the journal
+    /// failed, and a flush that carried them corrected. Returns their keys.
+    fn take_back(&mut self, which: impl Fn(usize, &Step) -> bool, reason: &str) -> Vec<Key> {
+        let picked: Vec<usize> = (self.pending.iter().enumerate())
+            .filter(|(i, s)| which(*i, s) && !s.accepted.is_empty())
+            .map(|(i, _)| i)
+            .collect();
+        let keys: Vec<Key> = (picked.iter())
+            .flat_map(|i| self.pending[*i].accepted.iter().map(|(_, k, _, _)| *k))
+            .collect();
+        if keys.is_empty() {
+            return keys;
+        }
+        tracing::error!("{reason}; refusing {} accepted requests", keys.len());
+        let corrected = self.cache.revoke(&keys);
+        for (i, step) in self.pending.iter_mut().enumerate() {
+            if let Some(corrected) = &corrected {
+                // A flush not yet sent must not carry what was just refused.
+                for c in step.calls.iter_mut() {
+                    if c.request_id() == corrected.request_id() {
+                        *c = corrected.clone();
+                    }
+                }
+            }
+            if picked.contains(&i) {
+                step.ticket = None;
+                for a in step.accepted.iter_mut() {
                     a.3 = Body::Refused {
                         id: a.2.order.id,
                         reason: Refusal::StorageFailed {
-                            reason: reason.clone(),
+                            reason: reason.to_string(),
                         },
                     };
                 }
             }
         }
-        let accepted = accepted.into_iter().map(|(t, _, _, body)| (t, body));
-        for (token, body) in accepted.chain(replies) {
-            if let Some(tx) = self.replies.remove(&token) {
-                let _ = tx.send(body);
+        keys
+    }
+
+    /// Sends the replies and makes the warehouse calls of every step, oldest
+    /// first, whose record is durable.
+    fn release(&mut self, answers: &mpsc::Sender<Answer>) {
+        while let Some(front) = self.pending.front() {
+            if front.ticket.is_some_and(|t| !self.journal.is_synced(t)) {
+                break;
+            }
+            let step = self.pending.pop_front().expect("a front step");
+            let accepted = step.accepted.into_iter().map(|(t, _, _, body)| (t, body));
+            for (token, body) in accepted.chain(step.replies) {
+                if let Some(tx) = self.replies.remove(&token) {
+                    let _ = tx.send(body);
+                }
+            }
+            for body in step.calls {
+                self.call(body, answers);
             }
         }
-        for body in calls {
-            let Some(id) = body.request_id() else {
-                continue;
-            };
-            let (link, tx, timeout) = (self.warehouse.clone(), answers.clone(), self.call_timeout);
-            tokio::spawn(async move {
-                let what = body.name();
-                let answer = match link.call(body, timeout).await {
-                    Ok(Body::Refused { reason, .. }) => Err(reason.to_string()),
-                    Ok(b) => Ok(b),
-                    Err(e) => Err(e.to_string()),
-                };
-                if let Err(e) = &answer {
-                    tracing::warn!(%id, "{what} failed: {e}; will retry");
-                }
-                let _ = tx.send((id, answer)).await;
-            });
-        }
     }
+
+    /// Sends `body` to the warehouse; its answer comes back through `answers`.
+    fn call(&self, body: Body, answers: &mpsc::Sender<Answer>) {
+        let Some(id) = body.request_id() else {
+            return;
+        };
+        let (link, tx, timeout) = (self.warehouse.clone(), answers.clone(), self.call_timeout);
+        tokio::spawn(async move {
+            let what = body.name();
+            let answer = match link.call(body, timeout).await {
+                Ok(Body::Refused { reason, .. }) => Err(reason.to_string()),
+                Ok(b) => Ok(b),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = &answer {
+                tracing::warn!(%id, "{what} failed: {e}; will retry");
+            }
+            let _ = tx.send((id, answer)).await;
+        });
+    }
+}
+
+/// What one step of the driver has to send, held until its journal record
+/// is durable.
+#[derive(Default)]
+struct Step {
+    /// Its record, if it accepted requests; `None` once they are taken back.
+    ticket: Option<Ticket>,
+    /// The requests it accepted: their keys, entries and replies.
+    accepted: Vec<(Token, Key, FlushEntry, Body)>,
+    replies: Vec<(Token, Body)>,
+    calls: Vec<Body>,
+}
+
+impl Step {
+    fn is_empty(&self) -> bool {
+        self.accepted.is_empty() && self.replies.is_empty() && self.calls.is_empty()
+    }
+}
+
+/// Where the driver's background work reports back.
+struct Io {
+    answers: mpsc::Sender<Answer>,
+    synced: mpsc::UnboundedSender<Result<(), String>>,
 }
 
 fn far_future() -> tokio::time::Instant {
