@@ -38,10 +38,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::cached::{Action, Cache, Key, Settings, Token};
-use super::journal::{Journal, Syncer, Ticket};
+use super::journal::{Journal, Ticket};
 use crate::clock::Lamport;
 use crate::link::Link;
 use crate::node::{IoMode, NodeContext, now};
+use crate::syncer::Syncer;
 use crate::wire::{Body, FlushEntry, Order, Refusal, RequestId, Side};
 
 /// Requests that may wait for the driver; beyond this the connections wait.
@@ -361,11 +362,12 @@ impl Driver {
             IoMode::Threaded => {
                 let syncer = self.syncer.get_or_insert_with(|| {
                     let synced = io.synced.clone();
-                    Syncer::new(journal, move |done| {
-                        let _ = synced.send(done.map_err(|e| e.to_string()));
-                    })
+                    let done = move |r: Result<u64, String>| {
+                        let _ = synced.send(r.map(|_| ()));
+                    };
+                    Syncer::new(journal, Box::new(done))
                 });
-                if let Err(e) = syncer.want(ticket) {
+                if let Err(e) = syncer.want(ticket.0) {
                     self.journal_failed(format!("cannot start the journal's sync thread: {e}"))
                         .await;
                 }

@@ -10,7 +10,7 @@
 //!
 //! ## Appends do not wait for syncs
 //! The append and the sync are separate so that a sync never holds the
-//! journal: while one `fdatasync` runs on the [`Syncer`]'s thread, the driver
+//! journal: while one `fdatasync` runs on a [`crate::syncer::Syncer`]'s thread, the driver
 //! goes on appending the next steps' records, and the next sync covers them
 //! all (a sync covers every record fully written before it began). A redb
 //! transaction, which this journal was before, holds its write lock through
@@ -42,11 +42,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
 use super::cached::Key;
+use crate::syncer::Durable;
 use crate::wire::FlushEntry;
 
 /// The journal's file in a trader's data directory.
@@ -83,7 +84,7 @@ struct Record {
 
 /// What [`Journal::append`] wrote: [`Journal::sync`] of it makes it durable.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Ticket(u64);
+pub struct Ticket(pub u64);
 
 pub struct Journal {
     path: PathBuf,
@@ -308,82 +309,14 @@ impl Journal {
     }
 }
 
-/// A thread that syncs a journal whenever a record waits for it, back to
-/// back, and reports each sync (see the module docs). Started by the first
-/// [`Syncer::want`], so a peer that never trades has no thread; stopped when
-/// dropped.
-pub struct Syncer {
-    journal: Arc<Journal>,
-    done: Option<Box<Done>>,
-    shared: Option<Arc<Wanted>>,
-}
-
-/// What the sync thread calls after each sync.
-type Done = dyn Fn(Result<(), JournalError>) + Send + Sync;
-
-/// What the sync thread is asked for: the newest record to sync, and whether to stop.
-#[derive(Default)]
-struct Wanted {
-    want: Mutex<(u64, bool)>,
-    changed: Condvar,
-}
-
-impl Syncer {
-    /// A syncer of `journal` that calls `done` after each sync.
-    pub fn new(
-        journal: Arc<Journal>,
-        done: impl Fn(Result<(), JournalError>) + Send + Sync + 'static,
-    ) -> Syncer {
-        Syncer {
-            journal,
-            done: Some(Box::new(done)),
-            shared: None,
-        }
+impl Durable for Journal {
+    fn is_synced(&self, upto: u64) -> bool {
+        Journal::is_synced(self, Ticket(upto))
     }
 
-    /// Asks for every record up to `ticket` to be synced.
-    pub fn want(&mut self, ticket: Ticket) -> std::io::Result<()> {
-        if self.shared.is_none() {
-            let shared = Arc::new(Wanted::default());
-            let (journal, done) = (self.journal.clone(), self.done.take().expect("one start"));
-            let wanted = shared.clone();
-            std::thread::Builder::new()
-                .name("journal-sync".into())
-                .spawn(move || sync_loop(&journal, &wanted, &*done))?;
-            self.shared = Some(shared);
-        }
-        let shared = self.shared.as_ref().expect("started");
-        let mut want = shared.want.lock().unwrap_or_else(|e| e.into_inner());
-        want.0 = want.0.max(ticket.0);
-        shared.changed.notify_one();
-        Ok(())
-    }
-}
-
-impl Drop for Syncer {
-    fn drop(&mut self) {
-        if let Some(shared) = &self.shared {
-            shared.want.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
-            shared.changed.notify_one();
-        }
-    }
-}
-
-fn sync_loop(journal: &Journal, wanted: &Wanted, done: &Done) {
-    loop {
-        let ticket = {
-            let mut want = wanted.want.lock().unwrap_or_else(|e| e.into_inner());
-            loop {
-                if want.1 {
-                    return;
-                }
-                if !journal.is_synced(Ticket(want.0)) {
-                    break Ticket(want.0);
-                }
-                want = wanted.changed.wait(want).unwrap_or_else(|e| e.into_inner());
-            }
-        };
-        done(journal.sync(ticket));
+    fn sync(&self, upto: u64) -> Result<u64, String> {
+        Journal::sync(self, Ticket(upto)).map_err(|e| e.to_string())?;
+        Ok(self.synced.load(Ordering::Acquire))
     }
 }
 
@@ -537,24 +470,25 @@ mod tests {
     }
 
     #[test]
-    fn the_sync_thread_syncs_what_is_wanted_says_so_and_stops_when_dropped() {
-        use std::sync::mpsc::{RecvTimeoutError, channel};
+    fn a_sync_thread_makes_the_journal_durable_and_says_how_far() {
+        use crate::syncer::Syncer;
+        use std::sync::mpsc::channel;
         use std::time::Duration;
         let dir = tempfile::tempdir().unwrap();
         let journal = Arc::new(Journal::open(dir.path()).unwrap().0);
         let (tx, rx) = channel();
-        let mut syncer = Syncer::new(journal.clone(), move |r| {
-            let _ = tx.send(r.is_ok());
-        });
-        let ticket = journal.append(&[(1, entry(1))], &[]).unwrap();
+        let syncer = Syncer::new(
+            journal.clone(),
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        journal.append(&[(1, entry(1))], &[]).unwrap();
+        let ticket = journal.append(&[(2, entry(2))], &[]).unwrap();
         assert!(!journal.is_synced(ticket));
-        syncer.want(ticket).unwrap();
-        assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(true));
+        syncer.want(ticket.0).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(Ok(2)));
         assert!(journal.is_synced(ticket));
-        // Dropped, its thread ends, and the report channel with it.
-        drop(syncer);
-        let end = rx.recv_timeout(Duration::from_secs(30));
-        assert_eq!(end, Err(RecvTimeoutError::Disconnected));
     }
 
     #[test]
