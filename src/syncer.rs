@@ -29,7 +29,7 @@ pub type Done = dyn Fn(Result<u64, String>) + Send + Sync;
 
 /// A thread that syncs a [`Durable`] whenever a number waits for it. Started
 /// by the first [`Syncer::want`], so a node that never writes has no
-/// thread; stopped when dropped.
+/// thread; stopped when dropped, once what was wanted is synced.
 pub struct Syncer {
     target: Arc<dyn Durable>,
     /// Until the thread starts; then it holds it.
@@ -78,20 +78,26 @@ impl Drop for Syncer {
 }
 
 fn sync_loop(target: &dyn Durable, wanted: &Wanted, done: &Done) {
+    // What a sync failed for is not tried again until more is wanted (the
+    // writer decides what a failure means: a rewrite, or the end).
+    let mut failed_at = None;
     loop {
         let upto = {
             let mut want = wanted.want.lock().unwrap_or_else(|e| e.into_inner());
             loop {
+                // What is wanted is synced before the thread stops.
+                if !target.is_synced(want.0) && failed_at != Some(want.0) {
+                    break want.0;
+                }
                 if want.1 {
                     return;
-                }
-                if !target.is_synced(want.0) {
-                    break want.0;
                 }
                 want = wanted.changed.wait(want).unwrap_or_else(|e| e.into_inner());
             }
         };
-        done(target.sync(upto));
+        let result = target.sync(upto);
+        failed_at = result.is_err().then_some(upto);
+        done(result);
     }
 }
 
@@ -147,6 +153,63 @@ mod tests {
         drop(syncer);
         let end = rx.recv_timeout(wait);
         assert_eq!(end, Err(RecvTimeoutError::Disconnected));
+    }
+
+    /// Fails every sync, counting them.
+    #[derive(Default)]
+    struct Broken {
+        syncs: AtomicU64,
+    }
+
+    impl Durable for Broken {
+        fn is_synced(&self, _: u64) -> bool {
+            false
+        }
+        fn sync(&self, _: u64) -> Result<u64, String> {
+            self.syncs.fetch_add(1, Ordering::SeqCst);
+            Err("injected".into())
+        }
+    }
+
+    #[test]
+    fn a_failed_sync_is_reported_and_not_tried_again_until_more_is_wanted() {
+        let target = Arc::new(Broken::default());
+        let (tx, rx) = channel();
+        let syncer = Syncer::new(
+            target.clone(),
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        let wait = Duration::from_secs(30);
+        syncer.want(1).unwrap();
+        assert_eq!(rx.recv_timeout(wait), Ok(Err("injected".into())));
+        syncer.want(1).unwrap();
+        syncer.want(2).unwrap();
+        assert_eq!(rx.recv_timeout(wait), Ok(Err("injected".into())));
+        // Dropped, the thread ends without trying 2 again: the channel
+        // closes after exactly two syncs (not a loop of retries).
+        drop(syncer);
+        assert_eq!(rx.recv_timeout(wait), Err(RecvTimeoutError::Disconnected));
+        assert_eq!(target.syncs.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn what_was_wanted_is_synced_before_the_thread_stops() {
+        let target = Arc::new(Counter::default());
+        let (tx, rx) = channel();
+        let syncer = Syncer::new(
+            target.clone(),
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        target.written.store(5, Ordering::SeqCst);
+        syncer.want(5).unwrap();
+        drop(syncer);
+        let reports: Vec<_> = rx.iter().collect();
+        assert_eq!(reports.last(), Some(&Ok(5)));
+        assert!(target.is_synced(5));
     }
 
     #[test]
