@@ -16,14 +16,24 @@
 //! transaction, which this journal was before, holds its write lock through
 //! its fsync, so the next step waited for the whole of the last one.
 //!
+//! ## Zeros ahead of the log
+//! The file is grown [`PREALLOCATE`] bytes of zeros at a time, ahead of the
+//! records, and each record is written over them in place. An `fdatasync`
+//! after a write that lengthens the file must also write the file's size;
+//! one over zeros already on disk writes the data alone. On this disk that
+//! took a single-threaded write and sync from 164–172 µs to 123–144 µs, and
+//! `bench --quick --in-process --mode cached` from 509–578 µs at the trader
+//! to 433–470 µs (three A/B pairs; as processes, where the hops cost more,
+//! no change showed). A record of length 0 is where the log ends.
+//!
 //! ## Reading back, and tearing
 //! A record is read only if its length and checksum hold; reading stops at
-//! the first that does not. A crash can tear only records no sync had covered
+//! the first that does not, or at the zeros. A crash can tear only records no sync had covered
 //! (a sync covers everything written before it), so everything a client was
-//! told of precedes the tear. A trader restarted on the directory cuts the
-//! torn tail off, reads the live entries back and flushes them first; the
-//! warehouse's per-request dedupe makes a re-flush of something it already
-//! applied harmless. What a trader that never comes back leaves here is read
+//! told of precedes the tear. A trader restarted on the directory cuts a
+//! torn tail off (anything but zeros after the last good record), reads the
+//! live entries back and flushes them first; the warehouse's per-request
+//! dedupe makes a re-flush of something it already applied harmless. What a trader that never comes back leaves here is read
 //! by the launcher after the run and reported as unflushed.
 //!
 //! ## Compaction, and failures
@@ -58,6 +68,8 @@ const REDB_FILE: &str = "journal.redb";
 pub const COMPACT_AT: u64 = 8 << 20;
 /// Longest record read back: beyond it, a length is taken for a torn one.
 const MAX_RECORD: usize = 64 << 20;
+/// Zeros the file is grown by ahead of the log (see the module docs).
+const PREALLOCATE: u64 = 256 << 10;
 /// A record's header: its length and its checksum.
 const HEADER: usize = 8;
 /// At most what one live entry takes in the log (postcard: about 30 bytes).
@@ -98,8 +110,10 @@ struct State {
     file: Arc<File>,
     /// Records fully written, numbered from 1.
     written: u64,
-    /// Bytes in the log.
+    /// Bytes of records in the log: where the next one goes.
     len: u64,
+    /// Bytes the file holds (the log and the zeros after it).
+    allocated: u64,
     live: HashMap<Key, FlushEntry>,
     /// Why the log is in doubt, until it is rewritten.
     broken: Option<String>,
@@ -118,11 +132,17 @@ impl Journal {
         std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
         let mut file = OpenOptions::new()
             .create(true)
+            .truncate(false)
             .read(true)
-            .append(true)
+            .write(true)
             .open(&path)
             .map_err(|e| err(&e))?;
-        let (live, good, len) = scan(&mut file, &shown)?;
+        let Scan {
+            live,
+            good,
+            len,
+            torn,
+        } = scan(&mut file, &shown)?;
         let journal = Journal {
             path,
             shown: shown.clone(),
@@ -130,6 +150,7 @@ impl Journal {
                 file: Arc::new(file),
                 written: 0,
                 len: good,
+                allocated: len,
                 live,
                 broken: None,
             }),
@@ -141,9 +162,9 @@ impl Journal {
             journal.lock().live.extend(entries);
             journal.compact()?;
             std::fs::remove_file(&old).map_err(|e| err(&e))?;
-        } else if good < len {
+        } else if torn {
             tracing::warn!(
-                "{shown}: cutting off {} bytes of a torn last record (never acknowledged)",
+                "{shown}: cutting off {} bytes after a torn last record (never acknowledged)",
                 len - good
             );
             journal.compact()?;
@@ -162,7 +183,7 @@ impl Journal {
                 path: shown.clone(),
                 reason: e.to_string(),
             })?;
-            return Ok(sorted(&scan(&mut file, &shown)?.0));
+            return Ok(sorted(&scan(&mut file, &shown)?.live));
         }
         let old = dir.join(REDB_FILE);
         if old.exists() {
@@ -188,12 +209,11 @@ impl Journal {
         if let Some(why) = &s.broken {
             return Err(self.error(&format!("refused until it is rewritten ({why})")));
         }
-        if let Err(e) = (&*s.file).write_all(&frame) {
+        if let Err(e) = s.write(&frame) {
             s.broken = Some(format!("a write failed: {e}"));
             return Err(self.error(&e));
         }
         s.written += 1;
-        s.len += frame.len() as u64;
         s.live.extend(append.iter().copied());
         for key in forget {
             s.live.remove(key);
@@ -274,11 +294,12 @@ impl Journal {
         }
         // Appends go on at the new file's end.
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(&self.path)
             .map_err(|e| err(&e))?;
         s.file = Arc::new(file);
         s.len = frame.len() as u64;
+        s.allocated = s.len;
         s.broken = None;
         self.synced.fetch_max(s.written, Ordering::AcqRel);
         Ok(())
@@ -309,6 +330,24 @@ impl Journal {
     }
 }
 
+impl State {
+    /// Writes `frame` at the log's end, first zeroing the file ahead of it
+    /// (see the module docs).
+    fn write(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let end = self.len + frame.len() as u64;
+        if end > self.allocated {
+            let grow = PREALLOCATE.max(end - self.allocated);
+            let zeros = vec![0u8; grow as usize];
+            self.file.write_all_at(&zeros, self.allocated)?;
+            self.allocated += grow;
+        }
+        self.file.write_all_at(frame, self.len)?;
+        self.len = end;
+        Ok(())
+    }
+}
+
 impl Durable for Journal {
     fn is_synced(&self, upto: u64) -> bool {
         Journal::is_synced(self, Ticket(upto))
@@ -330,12 +369,19 @@ fn frame(record: &Record) -> Result<Vec<u8>, postcard::Error> {
     Ok(out)
 }
 
-/// Reads a log from its start: the live entries, the length of its good
-/// records and the file's whole length.
-fn scan(
-    file: &mut File,
-    shown: &str,
-) -> Result<(HashMap<Key, FlushEntry>, u64, u64), JournalError> {
+/// What [`scan`] read of a log.
+struct Scan {
+    live: HashMap<Key, FlushEntry>,
+    /// The length of its good records.
+    good: u64,
+    /// The file's whole length.
+    len: u64,
+    /// Whether anything but zeros follows the good records (a torn one).
+    torn: bool,
+}
+
+/// Reads a log from its start.
+fn scan(file: &mut File, shown: &str) -> Result<Scan, JournalError> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)
         .map_err(|e| JournalError::Store {
@@ -347,6 +393,10 @@ fn scan(
     while let Some(header) = bytes.get(at..at + HEADER) {
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        if len == 0 {
+            // The zeros ahead of the log.
+            break;
+        }
         let Some(body) = bytes
             .get(at + HEADER..at + HEADER + len)
             .filter(|_| len <= MAX_RECORD)
@@ -365,7 +415,12 @@ fn scan(
         }
         at += HEADER + len;
     }
-    Ok((live, at as u64, bytes.len() as u64))
+    Ok(Scan {
+        torn: bytes[at..].iter().any(|b| *b != 0),
+        live,
+        good: at as u64,
+        len: bytes.len() as u64,
+    })
 }
 
 fn sorted(live: &HashMap<Key, FlushEntry>) -> Vec<(Key, FlushEntry)> {
@@ -496,15 +551,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (j, _) = Journal::open(dir.path()).unwrap();
         j.commit(&[(1, entry(1)), (2, entry(2))], &[]).unwrap();
-        let whole = file_len(dir.path());
+        let whole = j.lock().len;
         j.commit(&[(3, entry(3))], &[1]).unwrap();
+        let end = j.lock().len;
         drop(j);
         // A crash mid-write: the last record's bytes stop short.
         let f = OpenOptions::new()
             .write(true)
             .open(dir.path().join(JOURNAL_FILE))
             .unwrap();
-        f.set_len(file_len(dir.path()) - 3).unwrap();
+        f.set_len(end - 3).unwrap();
         drop(f);
         let want = vec![(1, entry(1)), (2, entry(2))];
         assert_eq!(Journal::read(dir.path()).unwrap(), want);
@@ -519,11 +575,48 @@ mod tests {
     }
 
     #[test]
+    fn the_zeros_ahead_of_the_log_are_not_a_torn_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path()).unwrap();
+        j.commit(&[(1, entry(1)), (2, entry(2))], &[]).unwrap();
+        let end = j.lock().len;
+        drop(j);
+        let allocated = file_len(dir.path());
+        assert!(allocated >= PREALLOCATE && allocated > end);
+        let (j, back) = Journal::open(dir.path()).unwrap();
+        assert_eq!(back, vec![(1, entry(1)), (2, entry(2))]);
+        assert_eq!(file_len(dir.path()), allocated, "nothing was rewritten");
+        // The next record goes where the log ends, over the zeros.
+        j.commit(&[(3, entry(3))], &[1]).unwrap();
+        assert_eq!(file_len(dir.path()), allocated);
+        drop(j);
+        let back = Journal::read(dir.path()).unwrap();
+        assert_eq!(back, vec![(2, entry(2)), (3, entry(3))]);
+    }
+
+    #[test]
+    fn a_log_longer_than_its_zeros_grows_them_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path()).unwrap();
+        let many: Vec<(Key, FlushEntry)> = (1..=20_000).map(|k| (k, entry(k))).collect();
+        j.commit(&many, &[]).unwrap();
+        j.commit(&[], &(1..20_000).collect::<Vec<_>>()).unwrap();
+        let end = j.lock().len;
+        assert!(end > PREALLOCATE, "one record longer than the zeros");
+        assert!(file_len(dir.path()) >= end);
+        drop(j);
+        assert_eq!(
+            Journal::read(dir.path()).unwrap(),
+            vec![(20_000, entry(20_000))]
+        );
+    }
+
+    #[test]
     fn a_record_whose_checksum_fails_ends_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let (j, _) = Journal::open(dir.path()).unwrap();
         j.commit(&[(1, entry(1))], &[]).unwrap();
-        let first = file_len(dir.path());
+        let first = j.lock().len;
         j.commit(&[(2, entry(2))], &[]).unwrap();
         j.commit(&[(3, entry(3))], &[]).unwrap();
         drop(j);
@@ -544,7 +637,7 @@ mod tests {
                 j.commit(&[], &[k - 1]).unwrap();
             }
         }
-        let long = file_len(dir.path());
+        let long = j.lock().len;
         let pending = j.append(&[(201, entry(201))], &[]).unwrap();
         j.compact().unwrap();
         assert!(j.is_synced(pending), "compaction makes everything durable");
