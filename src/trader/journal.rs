@@ -69,7 +69,7 @@ pub const COMPACT_AT: u64 = 8 << 20;
 /// Longest record read back: beyond it, a length is taken for a torn one.
 const MAX_RECORD: usize = 64 << 20;
 /// Zeros the file is grown by ahead of the log (see the module docs).
-const PREALLOCATE: u64 = 256 << 10;
+pub const PREALLOCATE: u64 = 256 << 10;
 /// A record's header: its length and its checksum.
 const HEADER: usize = 8;
 /// At most what one live entry takes in the log (postcard: about 30 bytes).
