@@ -102,11 +102,20 @@ fn sync_loop(target: &dyn Durable, wanted: &Wanted, done: &Done) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::mpsc::{RecvTimeoutError, channel};
+    use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
     use std::time::Duration;
+
+    /// A syncer of `target` whose reports come out of the receiver.
+    pub(crate) fn reporting(target: Arc<dyn Durable>) -> (Syncer, Receiver<Result<u64, String>>) {
+        let (tx, rx) = channel();
+        let done = move |r| {
+            let _ = tx.send(r);
+        };
+        (Syncer::new(target, Box::new(done)), rx)
+    }
 
     /// Counts syncs; everything written is `written`.
     #[derive(Default)]
@@ -131,13 +140,7 @@ mod tests {
     #[test]
     fn a_sync_is_made_for_what_is_wanted_reported_and_the_thread_stops_when_dropped() {
         let target = Arc::new(Counter::default());
-        let (tx, rx) = channel();
-        let syncer = Syncer::new(
-            target.clone(),
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
+        let (syncer, rx) = reporting(target.clone());
         let wait = Duration::from_secs(30);
         target.written.store(3, Ordering::SeqCst);
         syncer.want(2).unwrap();
@@ -174,13 +177,7 @@ mod tests {
     #[test]
     fn a_failed_sync_is_reported_and_not_tried_again_until_more_is_wanted() {
         let target = Arc::new(Broken::default());
-        let (tx, rx) = channel();
-        let syncer = Syncer::new(
-            target.clone(),
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
+        let (syncer, rx) = reporting(target.clone());
         let wait = Duration::from_secs(30);
         syncer.want(1).unwrap();
         assert_eq!(rx.recv_timeout(wait), Ok(Err("injected".into())));
@@ -197,13 +194,7 @@ mod tests {
     #[test]
     fn what_was_wanted_is_synced_before_the_thread_stops() {
         let target = Arc::new(Counter::default());
-        let (tx, rx) = channel();
-        let syncer = Syncer::new(
-            target.clone(),
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
+        let (syncer, rx) = reporting(target.clone());
         target.written.store(5, Ordering::SeqCst);
         syncer.want(5).unwrap();
         drop(syncer);
@@ -215,13 +206,7 @@ mod tests {
     #[test]
     fn a_syncer_never_asked_starts_no_thread() {
         let target = Arc::new(Counter::default());
-        let (tx, rx) = channel::<Result<u64, String>>();
-        let syncer = Syncer::new(
-            target,
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
+        let (syncer, rx) = reporting(target);
         // The report channel's sender still sits in the syncer, unstarted.
         assert!(syncer.done.lock().unwrap().is_some());
         drop(syncer);

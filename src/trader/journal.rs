@@ -526,18 +526,10 @@ mod tests {
 
     #[test]
     fn a_sync_thread_makes_the_journal_durable_and_says_how_far() {
-        use crate::syncer::Syncer;
-        use std::sync::mpsc::channel;
         use std::time::Duration;
         let dir = tempfile::tempdir().unwrap();
         let journal = Arc::new(Journal::open(dir.path()).unwrap().0);
-        let (tx, rx) = channel();
-        let syncer = Syncer::new(
-            journal.clone(),
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
+        let (syncer, rx) = crate::syncer::tests::reporting(journal.clone());
         journal.append(&[(1, entry(1))], &[]).unwrap();
         let ticket = journal.append(&[(2, entry(2))], &[]).unwrap();
         assert!(!journal.is_synced(ticket));
