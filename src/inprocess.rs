@@ -358,7 +358,6 @@ impl Shards {
         for i in 0..count.max(1) {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .global_queue_interval(2)
                 .build()
                 .context("cannot start a runtime for the nodes")?;
             shards.handles.push(rt.handle().clone());
