@@ -55,26 +55,26 @@ fn journal(c: &mut Criterion) {
     let mut g = c.benchmark_group("journal");
     g.throughput(Throughput::Elements(3));
     let mut n = 1;
-    g.bench_function("append_step_of_3", |b| {
-        b.iter(|| {
-            let forget: Vec<u64> = (3 * (n - 1)..3 * n).collect();
-            journal
-                .append(black_box(&step(n)), &forget)
-                .expect("append");
-            compact_if_due(&journal);
-            n += 1;
-        })
-    });
-    g.bench_function("commit_step_of_3", |b| {
-        b.iter(|| {
-            let forget: Vec<u64> = (3 * (n - 1)..3 * n).collect();
-            journal
-                .commit(black_box(&step(n)), &forget)
-                .expect("commit");
-            compact_if_due(&journal);
-            n += 1;
-        })
-    });
+    for synced in [false, true] {
+        let name = if synced {
+            "commit_step_of_3"
+        } else {
+            "append_step_of_3"
+        };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let forget: Vec<u64> = (3 * (n - 1)..3 * n).collect();
+                let ticket = journal
+                    .append(black_box(&step(n)), &forget)
+                    .expect("append");
+                if synced {
+                    journal.sync(ticket).expect("sync");
+                }
+                compact_if_due(&journal);
+                n += 1;
+            })
+        });
+    }
     g.finish();
 }
 

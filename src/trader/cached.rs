@@ -703,12 +703,18 @@ mod tests {
         }
     }
 
-    fn filled(t0: Instant, stock: u64) -> Cache {
+    /// A fresh cache in epoch 1, and the id of the lookup it started with.
+    fn looking_up(t0: Instant) -> (Cache, RequestId) {
         let mut c = Cache::new(ME, 1, settings(), Vec::new(), t0);
         c.set_view(&in_epoch(1));
         let Body::Lookup { id, .. } = the_call(&c.start()) else {
             panic!("a fresh cache starts with a lookup");
         };
+        (c, id)
+    }
+
+    fn filled(t0: Instant, stock: u64) -> Cache {
+        let (mut c, id) = looking_up(t0);
         let out = c.on_answer(
             t0,
             id,
@@ -897,11 +903,7 @@ mod tests {
     #[test]
     fn a_call_in_flight_never_makes_the_driver_wake_for_nothing() {
         let t0 = Instant::now();
-        let mut c = Cache::new(ME, 1, settings(), Vec::new(), t0);
-        c.set_view(&in_epoch(1));
-        let Body::Lookup { id, .. } = the_call(&c.start()) else {
-            panic!()
-        };
+        let (mut c, id) = looking_up(t0);
         c.on_answer(ms(t0, 1), id, Ok(Body::Stock { id, stock: vec![9] }));
         c.on_request(ms(t0, 2), 1, Side::Buy, order(1, 1), Lamport(1));
         // The copy expires; the next request waits for a lookup, which goes out.
@@ -953,11 +955,7 @@ mod tests {
     #[test]
     fn a_request_waiting_for_the_copy_is_refused_if_its_trader_is_deposed_meanwhile() {
         let t0 = Instant::now();
-        let mut c = Cache::new(ME, 1, settings(), Vec::new(), t0);
-        c.set_view(&in_epoch(1));
-        let Body::Lookup { id, .. } = the_call(&c.start()) else {
-            panic!("a fresh cache starts with a lookup");
-        };
+        let (mut c, id) = looking_up(t0);
         assert!(replies(&c.on_request(t0, 1, Side::Buy, order(1, 1), Lamport(1))).is_empty());
         c.set_view(&View {
             epoch: Epoch(2),
@@ -1001,11 +999,7 @@ mod tests {
     #[test]
     fn requests_that_wait_past_their_deadline_are_refused() {
         let t0 = Instant::now();
-        let mut c = Cache::new(ME, 1, settings(), Vec::new(), t0);
-        c.set_view(&in_epoch(1));
-        let Body::Lookup { id, .. } = the_call(&c.start()) else {
-            panic!()
-        };
+        let (mut c, id) = looking_up(t0);
         c.on_request(t0, 1, Side::Buy, order(1, 1), Lamport(1));
         assert_eq!(c.next_wakeup(), Some(ms(t0, 1600)));
         let a = c.on_tick(ms(t0, 1600));

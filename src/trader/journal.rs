@@ -250,7 +250,8 @@ impl Journal {
         Ok(())
     }
 
-    /// [`Journal::append`] and [`Journal::sync`] in one.
+    /// [`Journal::append`] and [`Journal::sync`] in one (the tests' shorthand).
+    #[cfg(test)]
     pub fn commit(&self, append: &[(Key, FlushEntry)], forget: &[Key]) -> Result<(), JournalError> {
         let ticket = self.append(append, forget)?;
         self.sync(ticket)
@@ -260,11 +261,6 @@ impl Journal {
     pub fn wants_compaction(&self) -> bool {
         let s = self.lock();
         s.len >= COMPACT_AT && s.live.len() as u64 * ENTRY_BYTES < s.len / 2
-    }
-
-    /// Whether appends are refused until [`Journal::recover`].
-    pub fn is_broken(&self) -> bool {
-        self.lock().broken.is_some()
     }
 
     /// Rewrites the log as its live entries alone, durably (see the module
@@ -651,11 +647,11 @@ mod tests {
         j.commit(&[(1, entry(1))], &[]).unwrap();
         j.append(&[(2, entry(2))], &[]).unwrap();
         j.lock().broken = Some("a sync failed: injected".into());
-        assert!(j.is_broken());
+        assert!(j.lock().broken.is_some());
         let refused = j.append(&[(3, entry(3))], &[]).unwrap_err();
         assert!(refused.to_string().contains("injected"), "{refused}");
         j.recover(&[2]).unwrap();
-        assert!(!j.is_broken());
+        assert!(j.lock().broken.is_none());
         j.commit(&[(4, entry(4))], &[]).unwrap();
         drop(j);
         let back = Journal::read(dir.path()).unwrap();
