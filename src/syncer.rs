@@ -9,8 +9,8 @@
 //! next one (group commit). The writer answers its clients for a number only
 //! once it is reported durable.
 //!
-//! Used by a cached trader's journal ([`crate::trader::journal`]) and by the
-//! warehouse's store ([`crate::warehouse::store`]).
+//! Used by a cached trader's journal ([`crate::trader::journal`]). The
+//! warehouse's store commits through redb, which syncs inside its commit.
 
 use std::sync::{Arc, Condvar, Mutex};
 

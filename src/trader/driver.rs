@@ -42,7 +42,7 @@ use super::journal::{Journal, Ticket};
 use crate::clock::Lamport;
 use crate::link::Link;
 use crate::node::{IoMode, NodeContext, now};
-use crate::syncer::Syncer;
+use crate::syncer::{Durable, Syncer};
 use crate::wire::{Body, FlushEntry, Order, Refusal, RequestId, Side};
 
 /// Requests that may wait for the driver; beyond this the connections wait.
@@ -97,20 +97,16 @@ impl CachedTrader {
         );
         let (cmds, rx) = mpsc::channel(CMD_QUEUE);
         let stop = CancellationToken::new();
-        let driver = Driver {
+        let journal = Arc::new(journal);
+        let driver = Driver::new(
             cache,
-            membership: ctx.traders.clone(),
-            journal: Arc::new(journal),
+            ctx.traders.clone(),
+            journal.clone(),
+            journal,
             warehouse,
             call_timeout,
-            replies: HashMap::new(),
-            next_token: 0,
-            forget: Vec::new(),
-            forget_by: None,
-            io: ctx.io,
-            pending: VecDeque::new(),
-            syncer: None,
-        };
+            ctx.io,
+        );
         let task = tokio::spawn(driver.run(rx, stop.clone()));
         Ok(Self {
             cmds,
@@ -157,6 +153,9 @@ struct Driver {
     /// Where the trader's epoch comes from, for the cache's fencing tokens.
     membership: Arc<crate::membership::Membership>,
     journal: Arc<Journal>,
+    /// What the sync thread syncs: the journal (a test holds its syncs back
+    /// behind a gate).
+    durable: Arc<dyn Durable>,
     warehouse: Arc<Link>,
     call_timeout: Duration,
     replies: HashMap<Token, oneshot::Sender<Body>>,
@@ -175,6 +174,32 @@ struct Driver {
 }
 
 impl Driver {
+    fn new(
+        cache: Cache,
+        membership: Arc<crate::membership::Membership>,
+        journal: Arc<Journal>,
+        durable: Arc<dyn Durable>,
+        warehouse: Arc<Link>,
+        call_timeout: Duration,
+        io: IoMode,
+    ) -> Self {
+        Driver {
+            cache,
+            membership,
+            journal,
+            durable,
+            warehouse,
+            call_timeout,
+            replies: HashMap::new(),
+            next_token: 0,
+            forget: Vec::new(),
+            forget_by: None,
+            io,
+            pending: VecDeque::new(),
+            syncer: None,
+        }
+    }
+
     async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>, stop: CancellationToken) {
         let (answers_tx, mut answers) = mpsc::channel::<Answer>(4);
         let (synced_tx, mut synced) = mpsc::unbounded_channel();
@@ -352,10 +377,9 @@ impl Driver {
         let Some(ticket) = waiting.filter(|t| !self.journal.is_synced(*t)) else {
             return;
         };
-        let journal = self.journal.clone();
         match self.io {
             IoMode::Inline => {
-                if let Err(e) = journal.sync(ticket) {
+                if let Err(e) = self.journal.sync(ticket) {
                     self.journal_failed(e.to_string()).await;
                 }
             }
@@ -365,7 +389,7 @@ impl Driver {
                     let done = move |r: Result<u64, String>| {
                         let _ = synced.send(r.map(|_| ()));
                     };
-                    Syncer::new(journal, Box::new(done))
+                    Syncer::new(self.durable.clone(), Box::new(done))
                 });
                 if let Err(e) = syncer.want(ticket.0) {
                     self.journal_failed(format!("cannot start the journal's sync thread: {e}"))
@@ -515,4 +539,159 @@ struct Io {
 
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(3600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::membership::Membership;
+    use crate::net::Tcp;
+    use crate::wire::{Epoch, NodeId, ProductId, Qty, View};
+    use std::sync::{Condvar, Mutex};
+
+    /// The journal behind a gate: a sync waits until the test opens it, and
+    /// says it was asked for.
+    struct Gate {
+        journal: Arc<Journal>,
+        open: Mutex<bool>,
+        opened: Condvar,
+        asked: mpsc::UnboundedSender<u64>,
+    }
+
+    impl Gate {
+        fn open(&self) {
+            *self.open.lock().unwrap() = true;
+            self.opened.notify_all();
+        }
+    }
+
+    impl Durable for Gate {
+        fn is_synced(&self, upto: u64) -> bool {
+            Durable::is_synced(&*self.journal, upto)
+        }
+
+        fn sync(&self, upto: u64) -> Result<u64, String> {
+            let _ = self.asked.send(upto);
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+            drop(open);
+            Durable::sync(&*self.journal, upto)
+        }
+    }
+
+    /// A driver of trader 1 (in epoch 1, one product, flushing every
+    /// request) whose journal's syncs wait behind the returned gate.
+    fn gated(dir: &std::path::Path) -> (Driver, Arc<Gate>, mpsc::UnboundedReceiver<u64>) {
+        let me = NodeId(1);
+        let (journal, restored) = Journal::open(dir).unwrap();
+        let journal = Arc::new(journal);
+        let (asked, asked_rx) = mpsc::unbounded_channel();
+        let gate = Arc::new(Gate {
+            journal: journal.clone(),
+            open: Mutex::new(false),
+            opened: Condvar::new(),
+            asked,
+        });
+        let long = Duration::from_secs(60);
+        let settings = Settings {
+            ttl: long,
+            flush_every: 1,
+            flush_interval: long,
+            deadline: long,
+            retry: long,
+        };
+        let view = View {
+            epoch: Epoch(1),
+            traders: vec![me],
+        };
+        let mut cache = Cache::new(me, 1, settings, restored, now());
+        cache.set_view(&view);
+        // A warehouse nobody listens at: the test needs only to see whether
+        // a flush was sent, and each one sent comes back as a failed answer.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap();
+        let warehouse = Link::new(me, NodeId(0), closed, Tcp::shared(), Arc::new(Clock::new()));
+        let driver = Driver::new(
+            cache,
+            Arc::new(Membership::with_view(me, view)),
+            journal,
+            gate.clone(),
+            Arc::new(warehouse),
+            Duration::from_secs(5),
+            IoMode::Threaded,
+        );
+        (driver, gate, asked_rx)
+    }
+
+    /// The guarantee the driver's pipelining must keep: a client hears of
+    /// its request, and the warehouse is sent it, only once its journal
+    /// record is durable. Stepped by hand on one thread, so that when the
+    /// sync is held at the gate the driver has done all it will do.
+    #[tokio::test]
+    async fn a_reply_and_its_flush_wait_for_the_record_to_be_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut d, gate, mut asked) = gated(dir.path());
+        let (answers_tx, mut answers) = mpsc::channel(4);
+        let (synced_tx, mut synced) = mpsc::unbounded_channel();
+        let io = Io {
+            answers: answers_tx,
+            synced: synced_tx,
+        };
+        // The stock, as the warehouse answers the cache's first lookup.
+        let lookup = (d.cache.start().into_iter())
+            .find_map(|a| match a {
+                Action::Call(body) => body.request_id(),
+                _ => None,
+            })
+            .expect("a lookup");
+        let stock = Body::Stock {
+            id: lookup,
+            stock: vec![10],
+        };
+        assert!(d.cache.on_answer(now(), lookup, Ok(stock)).is_empty());
+
+        let (tx, mut reply) = oneshot::channel();
+        d.replies.insert(0, tx);
+        let order = Order {
+            id: RequestId {
+                node: NodeId(7),
+                seq: 1,
+            },
+            product: ProductId(0),
+            qty: Qty(2),
+        };
+        let actions = d.cache.on_request(now(), 0, Side::Buy, order, Lamport(1));
+        d.carry_out(actions, &io).await;
+
+        let ticket = asked.recv().await.expect("a sync is asked for");
+        assert!(!d.journal.is_synced(Ticket(ticket)));
+        assert!(
+            reply.try_recv().is_err(),
+            "the reply left before its record was durable"
+        );
+        let flush = (d.pending.iter().flat_map(|s| &s.calls))
+            .find_map(|c| matches!(c, Body::Flush { .. }).then(|| c.request_id()))
+            .flatten()
+            .expect("the step's flush waits with its reply");
+
+        gate.open();
+        synced
+            .recv()
+            .await
+            .expect("a report")
+            .expect("the sync worked");
+        d.carry_out(Vec::new(), &io).await;
+        assert!(d.journal.is_synced(Ticket(ticket)));
+        assert!(matches!(
+            reply.try_recv(),
+            Ok(Body::Granted { qty: Qty(2), .. })
+        ));
+        let (id, _) = answers.recv().await.expect("the flush was sent");
+        assert_eq!(id, flush);
+        assert!(d.pending.is_empty());
+    }
 }
