@@ -370,9 +370,9 @@ async fn sample(root: PathBuf, in_process: bool, stop: CancellationToken) -> Sam
         let now = crate::history::wall_us();
         if in_process {
             if let Some(cpu) = self_cpu_us() {
-                samples
-                    .rows
-                    .push((now, BTreeMap::from([("process".to_string(), cpu)])));
+                let mut row = threads_cpu_us();
+                row.insert(PROCESS.to_string(), cpu);
+                samples.rows.push((now, row));
             }
             continue;
         }
@@ -785,7 +785,43 @@ fn gettid() -> i64 {
 
 /// A thread of this process's CPU time so far (µs), from its schedstat (ns).
 fn thread_cpu_us(tid: i64) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    schedstat_us(Path::new(&format!("/proc/self/task/{tid}/schedstat")))
+}
+
+/// What an in-process market's CPU is reported under: the whole process.
+const PROCESS: &str = "process";
+
+/// This process's CPU time so far (µs) in the threads that carry a market
+/// in-process, by what they run: `runtimes` (the shards' single-thread
+/// runtimes, every node's tasks), `ledger` (the warehouse's ledger thread,
+/// its commits included) and `syncs` (the cached traders' journal sync
+/// threads). Read from each thread's schedstat (ns). The rest of the
+/// process (the bench itself, tokio's blocking pool) is only in the total.
+fn threads_cpu_us() -> BTreeMap<String, u64> {
+    let mut by = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return by;
+    };
+    for task in tasks.flatten() {
+        let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else {
+            continue;
+        };
+        let kind = match comm.trim() {
+            c if c.starts_with("shard") => "runtimes",
+            "ledger" => "ledger",
+            "sync" => "syncs",
+            _ => continue,
+        };
+        if let Some(us) = schedstat_us(&task.path().join("schedstat")) {
+            *by.entry(kind.to_string()).or_default() += us;
+        }
+    }
+    by
+}
+
+/// A thread's CPU time so far (µs), from its `schedstat` (ns run so far first).
+fn schedstat_us(path: &Path) -> Option<u64> {
+    let s = std::fs::read_to_string(path).ok()?;
     let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
     Some(ns / 1000)
 }
@@ -855,9 +891,9 @@ impl Results {
             "saturated", "requests/s", "x echo", "p50 ms", "p99 ms", "p99.9 ms"
         );
         let row = |t: &mut String, name: &str, m: &Measure, ratio: Option<f64>| {
-            let cpu: Vec<String> = m
-                .cpu_us_per_request
-                .iter()
+            // In-process, the whole process first, then its threads' share.
+            let cpu: Vec<String> = (m.cpu_us_per_request.get_key_value(PROCESS).into_iter())
+                .chain(m.cpu_us_per_request.iter().filter(|(k, _)| *k != PROCESS))
                 .map(|(k, v)| format!("{k} {v:.1}"))
                 .collect();
             let _ = writeln!(
@@ -1153,5 +1189,35 @@ mod tests {
         // Our own process: it has used some CPU by now.
         assert!(proc_cpu_us(std::process::id()).is_some());
         assert!(self_cpu_us().is_some());
+    }
+
+    #[test]
+    fn an_in_process_markets_cpu_is_split_by_the_threads_that_carry_it() {
+        // A thread named as the warehouse's is, which has run 2 ms of CPU
+        // and stays alive until it has been counted.
+        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+        let (counted_tx, counted_rx) = std::sync::mpsc::channel::<()>();
+        let ledger = std::thread::Builder::new()
+            .name("ledger".into())
+            .spawn(move || {
+                let tid = gettid();
+                let mut x = 0u64;
+                for i in 0..u64::MAX {
+                    x = x.wrapping_mul(31).wrapping_add(i);
+                    if i % 4096 == 0 && thread_cpu_us(tid).is_none_or(|us| us >= 2_000) {
+                        break;
+                    }
+                }
+                ran_tx.send(x).unwrap();
+                let _ = counted_rx.recv();
+            })
+            .unwrap();
+        ran_rx.recv().unwrap();
+        let by = threads_cpu_us();
+        counted_tx.send(()).unwrap();
+        ledger.join().unwrap();
+        // Other tests' ledger threads may add to it, never take from it.
+        assert!(by.get("ledger").is_some_and(|us| *us >= 2_000), "{by:?}");
+        assert!(!by.contains_key(PROCESS));
     }
 }
