@@ -9,6 +9,10 @@
 //! runtime of its own, the clients on another, so that the two of them can
 //! use two cores as a market's processes can.
 //!
+//! **The disk.** The other baseline: a small write and its `fdatasync`,
+//! back to back, in the runs directory ([`Disk`]), which every durable
+//! answer waits for at least once.
+//!
 //! **The market.** A real market in each mode, run by [`crate::market::run`]
 //! (one process per node) or [`crate::inprocess::run`] (`--in-process`):
 //! two traders and `C` buyers, each buyer one client in a closed loop (no
@@ -168,8 +172,35 @@ pub struct Results {
     /// The machine's 1-minute load average as the bench began.
     pub load_avg: Option<f64>,
     pub echo: Measure,
+    /// The disk's baseline, measured before the markets (absent from the
+    /// JSON of a bench older than it).
+    #[serde(default)]
+    pub disk: Option<Disk>,
     pub modes: Vec<ModeResult>,
 }
+
+/// The disk's baseline: a small write and its `fdatasync`, back to back, in
+/// the runs directory (the file system the markets' stores and journals are
+/// on). Every durable answer waits for at least one: the warehouse's commit
+/// in strong mode, the trader's journal in cached mode.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Disk {
+    pub syncs: u64,
+    pub syncs_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+/// How many syncs the disk's baseline takes (`--quick`, and otherwise), and
+/// for how long at most.
+const DISK_SYNCS: (u64, u64) = (300, 1_000);
+const DISK_TIME: Duration = Duration::from_secs(5);
+/// What the baseline writes before each sync: about one step of a cached
+/// trader's journal, over zeros laid down first as the journal lays them.
+const DISK_RECORD: usize = 256;
+const DISK_AHEAD: u64 = 256 * 1024;
 
 /// The targets, as ratios to the echo.
 pub const STRONG_TARGET: f64 = 0.35;
@@ -188,6 +219,18 @@ pub async fn run(plan: &Plan, command: String) -> anyhow::Result<Results> {
     let load_avg = load_avg();
     eprintln!("echo: {} clients, saturated", plan.clients);
     let echo = echo(plan.clients, plan.load, None).await?;
+    let syncs = match plan.load {
+        Load::Duration(d) if d <= Plan::QUICK => DISK_SYNCS.0,
+        _ => DISK_SYNCS.1,
+    };
+    eprintln!(
+        "disk: {syncs} writes and fdatasyncs in {}",
+        plan.runs_dir.display()
+    );
+    let dir = plan.runs_dir.clone();
+    let disk = tokio::task::spawn_blocking(move || disk(&dir, syncs, DISK_TIME))
+        .await?
+        .with_context(|| format!("cannot measure the disk in {}", plan.runs_dir.display()))?;
     let mut modes = Vec::new();
     for &mode in &plan.modes {
         let duration = match plan.load {
@@ -236,7 +279,51 @@ pub async fn run(plan: &Plan, command: String) -> anyhow::Result<Results> {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         load_avg,
         echo,
+        disk: Some(disk),
         modes,
+    })
+}
+
+/// Writes [`DISK_RECORD`] bytes and `fdatasync`s them, `syncs` times in a
+/// row (fewer if `max_time` runs out), in a file of its own in `dir`,
+/// removed after.
+fn disk(dir: &Path, syncs: u64, max_time: Duration) -> std::io::Result<Disk> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("bench-disk-{}", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(&path)?;
+    let measured = syncs_of(&file, syncs, max_time);
+    drop(file);
+    std::fs::remove_file(&path)?;
+    measured
+}
+
+fn syncs_of(f: &std::fs::File, syncs: u64, max_time: Duration) -> std::io::Result<Disk> {
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&vec![0; DISK_AHEAD as usize], 0)?;
+    f.sync_all()?;
+    let record = [b'r'; DISK_RECORD];
+    let mut h = Histogram::<u64>::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid bounds");
+    let began = Instant::now();
+    let mut at = 0;
+    while h.len() < syncs && began.elapsed() < max_time {
+        let t = Instant::now();
+        f.write_all_at(&record, at)?;
+        f.sync_data()?;
+        h.saturating_record((t.elapsed().as_micros() as u64).max(1));
+        at = (at + DISK_RECORD as u64) % DISK_AHEAD;
+    }
+    let seconds = began.elapsed().as_secs_f64();
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    Ok(Disk {
+        syncs: h.len(),
+        syncs_per_s: h.len() as f64 / seconds.max(1e-9),
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        max_ms: h.max() as f64 / 1000.0,
     })
 }
 
@@ -916,6 +1003,14 @@ impl Results {
         for m in &self.modes {
             row(&mut t, &m.mode.to_string(), &m.saturated, Some(m.ratio));
         }
+        if let Some(d) = &self.disk {
+            let _ = writeln!(t);
+            let _ = writeln!(
+                t,
+                "disk: a {DISK_RECORD}-byte write and its fdatasync, {} in a row: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms ({:.0} a second)",
+                d.syncs, d.p50_ms, d.p99_ms, d.p999_ms, d.syncs_per_s
+            );
+        }
         if self
             .modes
             .iter()
@@ -1013,6 +1108,13 @@ impl Results {
             "1",
             "1"
         );
+        if let (Some(d), Some(db)) = (&self.disk, &before.disk) {
+            let _ = writeln!(
+                t,
+                "{:<16} fdatasync p50 {:.3} ms (was {:.3}), p99 {:.3} ms (was {:.3})",
+                "disk", d.p50_ms, db.p50_ms, d.p99_ms, db.p99_ms
+            );
+        }
         for m in &self.modes {
             let Some(b) = before.modes.iter().find(|b| b.mode == m.mode) else {
                 continue;
@@ -1189,6 +1291,36 @@ mod tests {
         // Our own process: it has used some CPU by now.
         assert!(proc_cpu_us(std::process::id()).is_some());
         assert!(self_cpu_us().is_some());
+    }
+
+    #[test]
+    fn the_disks_baseline_counts_each_sync_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = disk(dir.path(), 20, Duration::from_secs(60)).unwrap();
+        assert_eq!(d.syncs, 20);
+        assert!(d.p50_ms > 0.0 && d.p50_ms <= d.p99_ms && d.p99_ms <= d.max_ms);
+        assert!(d.syncs_per_s > 0.0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // Bounded in time as well as in count.
+        assert!(disk(dir.path(), u64::MAX, Duration::ZERO).unwrap().syncs <= 1);
+    }
+
+    #[test]
+    fn a_bench_json_from_before_the_disks_baseline_is_still_read() {
+        let r = Results {
+            command: "bazaar bench".into(),
+            clients: 32,
+            load: Load::Duration(Plan::QUICK),
+            in_process: false,
+            cpus: 2,
+            load_avg: None,
+            echo: Measure::default(),
+            disk: None,
+            modes: Vec::new(),
+        };
+        let mut json: serde_json::Value = serde_json::to_value(&r).unwrap();
+        json.as_object_mut().unwrap().remove("disk");
+        assert_eq!(serde_json::from_value::<Results>(json).unwrap(), r);
     }
 
     #[test]

@@ -157,7 +157,8 @@ enum Cmd {
         action: NetnsCmd,
     },
     /// Measure the market against a one-hop echo over bazaar's own transport:
-    /// throughput, latency and CPU per request in each mode, as ratios to the echo.
+    /// throughput, latency and CPU per request in each mode, as ratios to the echo,
+    /// beside the disk's write-and-fdatasync latency.
     #[command(after_long_help = AFTER_LONG_HELP)]
     Bench {
         /// The modes to measure (default: strong and cached).
