@@ -101,7 +101,6 @@ impl CachedTrader {
         let driver = Driver::new(
             cache,
             ctx.traders.clone(),
-            journal.clone(),
             journal,
             warehouse,
             call_timeout,
@@ -153,8 +152,8 @@ struct Driver {
     /// Where the trader's epoch comes from, for the cache's fencing tokens.
     membership: Arc<crate::membership::Membership>,
     journal: Arc<Journal>,
-    /// What the sync thread syncs: the journal (a test holds its syncs back
-    /// behind a gate).
+    /// What the sync thread syncs: the journal itself, or in a test the
+    /// journal behind a gate that holds its syncs back. Must sync `journal`.
     durable: Arc<dyn Durable>,
     warehouse: Arc<Link>,
     call_timeout: Duration,
@@ -178,7 +177,6 @@ impl Driver {
         cache: Cache,
         membership: Arc<crate::membership::Membership>,
         journal: Arc<Journal>,
-        durable: Arc<dyn Durable>,
         warehouse: Arc<Link>,
         call_timeout: Duration,
         io: IoMode,
@@ -186,8 +184,8 @@ impl Driver {
         Driver {
             cache,
             membership,
+            durable: journal.clone(),
             journal,
-            durable,
             warehouse,
             call_timeout,
             replies: HashMap::new(),
@@ -561,7 +559,7 @@ mod tests {
 
     impl Gate {
         fn open(&self) {
-            *self.open.lock().unwrap() = true;
+            *self.open.lock().unwrap_or_else(|e| e.into_inner()) = true;
             self.opened.notify_all();
         }
     }
@@ -582,49 +580,142 @@ mod tests {
         }
     }
 
-    /// A driver of trader 1 (in epoch 1, one product, flushing every
-    /// request) whose journal's syncs wait behind the returned gate.
-    fn gated(dir: &std::path::Path) -> (Driver, Arc<Gate>, mpsc::UnboundedReceiver<u64>) {
-        let me = NodeId(1);
-        let (journal, restored) = Journal::open(dir).unwrap();
-        let journal = Arc::new(journal);
-        let (asked, asked_rx) = mpsc::unbounded_channel();
-        let gate = Arc::new(Gate {
-            journal: journal.clone(),
-            open: Mutex::new(false),
-            opened: Condvar::new(),
-            asked,
-        });
-        let long = Duration::from_secs(60);
-        let settings = Settings {
-            ttl: long,
-            flush_every: 1,
-            flush_interval: long,
-            deadline: long,
-            retry: long,
-        };
-        let view = View {
-            epoch: Epoch(1),
-            traders: vec![me],
-        };
-        let mut cache = Cache::new(me, 1, settings, restored, now());
-        cache.set_view(&view);
-        // A warehouse nobody listens at: the test needs only to see whether
-        // a flush was sent, and each one sent comes back as a failed answer.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap();
-        let warehouse = Link::new(me, NodeId(0), closed, Tcp::shared(), Arc::new(Clock::new()));
-        let driver = Driver::new(
-            cache,
-            Arc::new(Membership::with_view(me, view)),
-            journal,
-            gate.clone(),
-            Arc::new(warehouse),
-            Duration::from_secs(5),
-            IoMode::Threaded,
-        );
-        (driver, gate, asked_rx)
+    /// A driver of trader 1 (in epoch 1, one product, its stock looked up)
+    /// whose journal's syncs wait behind a gate, stepped by hand by a test.
+    struct Rig {
+        d: Driver,
+        gate: Arc<Gate>,
+        asked: mpsc::UnboundedReceiver<u64>,
+        io: Io,
+        answers: mpsc::Receiver<Answer>,
+        synced: mpsc::UnboundedReceiver<Result<(), String>>,
+        _dir: tempfile::TempDir,
+    }
+
+    /// Long enough for anything a test waits on: a wait that runs out is a
+    /// failure, not a hang.
+    async fn within<T>(what: &str, f: impl std::future::Future<Output = Option<T>>) -> T {
+        tokio::time::timeout(Duration::from_secs(20), f)
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within 20 s"))
+            .unwrap_or_else(|| panic!("no {what}: its sender is gone"))
+    }
+
+    /// Every timer of the cache's settings, longer than any test.
+    const LONG: Duration = Duration::from_secs(60);
+
+    impl Rig {
+        fn new(flush_every: usize) -> Rig {
+            let dir = tempfile::tempdir().unwrap();
+            let me = NodeId(1);
+            let (journal, restored) = Journal::open(dir.path()).unwrap();
+            let journal = Arc::new(journal);
+            let (asked_tx, asked) = mpsc::unbounded_channel();
+            let gate = Arc::new(Gate {
+                journal: journal.clone(),
+                open: Mutex::new(false),
+                opened: Condvar::new(),
+                asked: asked_tx,
+            });
+            let settings = Settings {
+                ttl: LONG,
+                flush_every,
+                flush_interval: LONG,
+                deadline: LONG,
+                retry: LONG,
+            };
+            let view = View {
+                epoch: Epoch(1),
+                traders: vec![me],
+            };
+            let mut cache = Cache::new(me, 1, settings, restored, now());
+            cache.set_view(&view);
+            // The stock, as the warehouse answers the cache's first lookup.
+            let lookup = (cache.start().into_iter())
+                .find_map(|a| match a {
+                    Action::Call(body) => body.request_id(),
+                    _ => None,
+                })
+                .expect("a lookup");
+            let stock = Body::Stock {
+                id: lookup,
+                stock: vec![10],
+            };
+            assert!(cache.on_answer(now(), lookup, Ok(stock)).is_empty());
+            // A warehouse nobody listens at: a test needs only to see
+            // whether a flush was sent, and each one comes back as failed.
+            let closed = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap();
+            let warehouse = Link::new(me, NodeId(0), closed, Tcp::shared(), Arc::new(Clock::new()));
+            let mut d = Driver::new(
+                cache,
+                Arc::new(Membership::with_view(me, view)),
+                journal,
+                Arc::new(warehouse),
+                Duration::from_secs(5),
+                IoMode::Threaded,
+            );
+            d.durable = gate.clone();
+            let (answers_tx, answers) = mpsc::channel(4);
+            let (synced_tx, synced) = mpsc::unbounded_channel();
+            let io = Io {
+                answers: answers_tx,
+                synced: synced_tx,
+            };
+            Rig {
+                d,
+                gate,
+                asked,
+                io,
+                answers,
+                synced,
+                _dir: dir,
+            }
+        }
+
+        /// A buy of `qty` from client 7, taken in one step; its reply.
+        async fn buy(&mut self, seq: u64, qty: u32) -> oneshot::Receiver<Body> {
+            let (tx, rx) = oneshot::channel();
+            let token = self.d.next_token;
+            self.d.next_token += 1;
+            self.d.replies.insert(token, tx);
+            let order = Order {
+                id: RequestId {
+                    node: NodeId(7),
+                    seq,
+                },
+                product: ProductId(0),
+                qty: Qty(qty),
+            };
+            let actions = (self.d.cache).on_request(now(), token, Side::Buy, order, Lamport(seq));
+            self.d.carry_out(actions, &self.io).await;
+            rx
+        }
+
+        /// The flushes that wait in the driver's steps.
+        fn held_flushes(&self) -> Vec<RequestId> {
+            (self.d.pending.iter().flat_map(|s| &s.calls))
+                .filter(|c| matches!(c, Body::Flush { .. }))
+                .filter_map(Body::request_id)
+                .collect()
+        }
+
+        /// Opens the gate, waits for the sync's report, and steps the driver.
+        async fn sync(&mut self) {
+            self.gate.open();
+            within("sync report", self.synced.recv())
+                .await
+                .expect("the sync worked");
+            self.d.carry_out(Vec::new(), &self.io).await;
+        }
+    }
+
+    impl Drop for Rig {
+        /// A failed test must not leave the sync thread waiting for ever.
+        fn drop(&mut self) {
+            self.gate.open();
+        }
     }
 
     /// The guarantee the driver's pipelining must keep: a client hears of
@@ -633,65 +724,52 @@ mod tests {
     /// sync is held at the gate the driver has done all it will do.
     #[tokio::test]
     async fn a_reply_and_its_flush_wait_for_the_record_to_be_durable() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut d, gate, mut asked) = gated(dir.path());
-        let (answers_tx, mut answers) = mpsc::channel(4);
-        let (synced_tx, mut synced) = mpsc::unbounded_channel();
-        let io = Io {
-            answers: answers_tx,
-            synced: synced_tx,
-        };
-        // The stock, as the warehouse answers the cache's first lookup.
-        let lookup = (d.cache.start().into_iter())
-            .find_map(|a| match a {
-                Action::Call(body) => body.request_id(),
-                _ => None,
-            })
-            .expect("a lookup");
-        let stock = Body::Stock {
-            id: lookup,
-            stock: vec![10],
-        };
-        assert!(d.cache.on_answer(now(), lookup, Ok(stock)).is_empty());
+        let mut rig = Rig::new(1);
+        let mut reply = rig.buy(1, 2).await;
 
-        let (tx, mut reply) = oneshot::channel();
-        d.replies.insert(0, tx);
-        let order = Order {
-            id: RequestId {
-                node: NodeId(7),
-                seq: 1,
-            },
-            product: ProductId(0),
-            qty: Qty(2),
-        };
-        let actions = d.cache.on_request(now(), 0, Side::Buy, order, Lamport(1));
-        d.carry_out(actions, &io).await;
-
-        let ticket = asked.recv().await.expect("a sync is asked for");
-        assert!(!d.journal.is_synced(Ticket(ticket)));
+        let ticket = within("sync asked for", rig.asked.recv()).await;
+        assert!(!rig.d.journal.is_synced(Ticket(ticket)));
         assert!(
             reply.try_recv().is_err(),
             "the reply left before its record was durable"
         );
-        let flush = (d.pending.iter().flat_map(|s| &s.calls))
-            .find_map(|c| matches!(c, Body::Flush { .. }).then(|| c.request_id()))
-            .flatten()
-            .expect("the step's flush waits with its reply");
+        let flush = rig.held_flushes();
+        assert_eq!(flush.len(), 1, "the step's flush waits with its reply");
 
-        gate.open();
-        synced
-            .recv()
-            .await
-            .expect("a report")
-            .expect("the sync worked");
-        d.carry_out(Vec::new(), &io).await;
-        assert!(d.journal.is_synced(Ticket(ticket)));
+        rig.sync().await;
+        assert!(rig.d.journal.is_synced(Ticket(ticket)));
         assert!(matches!(
             reply.try_recv(),
             Ok(Body::Granted { qty: Qty(2), .. })
         ));
-        let (id, _) = answers.recv().await.expect("the flush was sent");
-        assert_eq!(id, flush);
-        assert!(d.pending.is_empty());
+        let (id, _) = within("flush", rig.answers.recv()).await;
+        assert_eq!(id, flush[0]);
+        assert!(rig.d.pending.is_empty());
+    }
+
+    /// Steps leave in order: a later step with no record of its own (a
+    /// flush the timer made of what an earlier step accepted) waits for the
+    /// earlier step's record.
+    #[tokio::test]
+    async fn a_step_without_a_record_waits_for_the_records_before_it() {
+        let mut rig = Rig::new(2);
+        let mut reply = rig.buy(1, 2).await;
+        within("sync asked for", rig.asked.recv()).await;
+        assert!(
+            rig.held_flushes().is_empty(),
+            "one request is not a flush yet"
+        );
+
+        let tick = rig.d.cache.on_tick(now() + LONG * 2);
+        rig.d.carry_out(tick, &rig.io).await;
+        let flush = rig.held_flushes();
+        assert_eq!(flush.len(), 1, "the timer's flush waits behind the record");
+        assert!(reply.try_recv().is_err());
+
+        rig.sync().await;
+        assert!(matches!(reply.try_recv(), Ok(Body::Granted { .. })));
+        let (id, _) = within("flush", rig.answers.recv()).await;
+        assert_eq!(id, flush[0]);
+        assert!(rig.d.pending.is_empty());
     }
 }
