@@ -322,7 +322,7 @@ fn syncs_of(f: &std::fs::File, syncs: u64, max_time: Duration) -> std::io::Resul
     f.write_all_at(&vec![0; PREALLOCATE as usize], 0)?;
     f.sync_all()?;
     let record = [b'r'; DISK_RECORD];
-    let mut h = Histogram::<u64>::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid bounds");
+    let mut h = latencies();
     let began = Instant::now();
     let mut at = 0;
     while h.len() < syncs && began.elapsed() < max_time {
@@ -333,7 +333,7 @@ fn syncs_of(f: &std::fs::File, syncs: u64, max_time: Duration) -> std::io::Resul
         at = (at + DISK_RECORD as u64) % PREALLOCATE;
     }
     let seconds = began.elapsed().as_secs_f64();
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let ms = |q: f64| ms_at(&h, q);
     Ok(Disk {
         syncs: h.len(),
         syncs_per_s: h.len() as f64 / seconds.max(1e-9),
@@ -342,6 +342,16 @@ fn syncs_of(f: &std::fs::File, syncs: u64, max_time: Duration) -> std::io::Resul
         p999_ms: ms(0.999),
         max_ms: h.max() as f64 / 1000.0,
     })
+}
+
+/// A histogram of latencies in µs, as every latency of the bench is kept.
+fn latencies() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid bounds")
+}
+
+/// Quantile `q` of `h` (µs), in ms.
+fn ms_at(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -647,7 +657,7 @@ fn steady(first: u64, last: u64) -> (u64, u64) {
 /// Throughput, latency and CPU of the requests `(completed_us, latency_us,
 /// answered)` that completed within `from..=to`.
 fn measure(done: &[(u64, u64, bool)], from: u64, to: u64, samples: &Samples) -> Measure {
-    let mut h = Histogram::<u64>::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid bounds");
+    let mut h = latencies();
     let mut failed = 0;
     for &(at, lat, ok) in done.iter().filter(|(at, ..)| (from..=to).contains(at)) {
         let _ = at;
@@ -658,7 +668,7 @@ fn measure(done: &[(u64, u64, bool)], from: u64, to: u64, samples: &Samples) -> 
         }
     }
     let seconds = to.saturating_sub(from) as f64 / 1e6;
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let ms = |q: f64| ms_at(&h, q);
     let mut cpu = BTreeMap::new();
     if let Some((a, b, used)) = samples.between(from, to) {
         let n = done

@@ -61,7 +61,7 @@
 //! - [`inprocess`]: the in-process launcher behind `bazaar run --in-process`.
 //! - [`bench`]: `bazaar bench`, the market against a one-hop echo.
 //! - [`syncer`]: a thread that makes a file's writes durable behind its
-//!   writer (the journal's and the warehouse's group commits).
+//!   writer (a cached trader's journal's group commits).
 //! - [`rundir`]: a run directory's layout and what is read back from it.
 //! - [`history`]: each node's log of events (request invokes and completions,
 //!   flushes, elections, heartbeat verdicts, faults, every message sent and

@@ -614,11 +614,11 @@ fn refuse_waiting(w: &Waiting, reason: Refusal) -> Action {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::wire::ProductId;
 
-    const ME: NodeId = NodeId(6);
+    pub(crate) const ME: NodeId = NodeId(6);
 
     fn settings() -> Settings {
         Settings {
@@ -696,7 +696,7 @@ mod tests {
     }
 
     /// A view of `epoch` whose traders are this trader and one other.
-    fn in_epoch(epoch: u64) -> View {
+    pub(crate) fn in_epoch(epoch: u64) -> View {
         View {
             epoch: Epoch(epoch),
             traders: vec![ME, NodeId(ME.0 + 1)],
@@ -705,7 +705,11 @@ mod tests {
 
     /// A fresh cache in epoch 1, and the id of the lookup it started with.
     fn looking_up(t0: Instant) -> (Cache, RequestId) {
-        let mut c = Cache::new(ME, 1, settings(), Vec::new(), t0);
+        looking_up_with(settings(), t0)
+    }
+
+    fn looking_up_with(settings: Settings, t0: Instant) -> (Cache, RequestId) {
+        let mut c = Cache::new(ME, 1, settings, Vec::new(), t0);
         c.set_view(&in_epoch(1));
         let Body::Lookup { id, .. } = the_call(&c.start()) else {
             panic!("a fresh cache starts with a lookup");
@@ -714,7 +718,13 @@ mod tests {
     }
 
     fn filled(t0: Instant, stock: u64) -> Cache {
-        let (mut c, id) = looking_up(t0);
+        stocked(settings(), t0, stock)
+    }
+
+    /// A cache with `settings` in epoch 1 whose first lookup found `stock`
+    /// of its one product.
+    pub(crate) fn stocked(settings: Settings, t0: Instant, stock: u64) -> Cache {
+        let (mut c, id) = looking_up_with(settings, t0);
         let out = c.on_answer(
             t0,
             id,

@@ -38,7 +38,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::cached::{Action, Cache, Key, Settings, Token};
-use super::journal::{Journal, Ticket};
+use super::journal::{Journal, JournalError, Ticket};
 use crate::clock::Lamport;
 use crate::link::Link;
 use crate::node::{IoMode, NodeContext, now};
@@ -278,15 +278,9 @@ impl Driver {
             self.forget_by = Some(now());
             self.carry_out(Vec::new(), &io).await;
         }
-        let journal = self.journal.clone();
-        let last = journal.last();
-        match self.io.run(move || journal.sync(last)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => self.journal_failed(e.to_string()).await,
-            Err(e) => {
-                self.journal_failed(format!("journal sync task failed: {e}"))
-                    .await
-            }
+        let last = self.journal.last();
+        if let Err(e) = self.on_journal(move |j| j.sync(last)).await {
+            self.journal_failed(e).await;
         }
         self.release(&io.answers);
         if !self.cache.settled() {
@@ -357,13 +351,10 @@ impl Driver {
             }
         }
         self.sync_due(io).await;
-        if self.journal.wants_compaction() {
-            let journal = self.journal.clone();
-            match self.io.run(move || journal.compact()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!("cannot compact: {e}"),
-                Err(e) => tracing::warn!("journal compaction task failed: {e}"),
-            }
+        if self.journal.wants_compaction()
+            && let Err(e) = self.on_journal(Journal::compact).await
+        {
+            tracing::warn!("cannot compact: {e}");
         }
         self.release(&io.answers);
     }
@@ -416,17 +407,25 @@ impl Driver {
     /// Rewrites the journal without `drop` (see [`Journal::recover`]);
     /// whether it could.
     async fn rewrite(&mut self, drop: Vec<Key>) -> bool {
-        let journal = self.journal.clone();
-        match self.io.run(move || journal.recover(&drop)).await {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
+        match self.on_journal(move |j| j.recover(&drop)).await {
+            Ok(()) => true,
+            Err(e) => {
                 tracing::error!("{e}; refusing requests until the journal can be rewritten");
                 false
             }
-            Err(e) => {
-                tracing::error!("journal rewrite task failed: {e}");
-                false
-            }
+        }
+    }
+
+    /// Runs `f` on the journal where its blocking work runs (see `io`); a
+    /// failure, or a task that died, as its message.
+    async fn on_journal(
+        &self,
+        f: impl FnOnce(&Journal) -> Result<(), JournalError> + Send + 'static,
+    ) -> Result<(), String> {
+        let journal = self.journal.clone();
+        match self.io.run(move || f(&journal)).await {
+            Ok(done) => done.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("journal task failed: {e}")),
         }
     }
 
@@ -545,7 +544,8 @@ mod tests {
     use crate::clock::Clock;
     use crate::membership::Membership;
     use crate::net::Tcp;
-    use crate::wire::{Epoch, NodeId, ProductId, Qty, View};
+    use crate::trader::cached::tests::{ME, in_epoch, stocked};
+    use crate::wire::{NodeId, ProductId, Qty};
     use std::sync::{Condvar, Mutex};
 
     /// The journal behind a gate: a sync waits until the test opens it, and
@@ -580,8 +580,9 @@ mod tests {
         }
     }
 
-    /// A driver of trader 1 (in epoch 1, one product, its stock looked up)
-    /// whose journal's syncs wait behind a gate, stepped by hand by a test.
+    /// A driver of the cache tests' trader (in epoch 1, one product, its
+    /// stock looked up) whose journal's syncs wait behind a gate, stepped
+    /// by hand by a test.
     struct Rig {
         d: Driver,
         gate: Arc<Gate>,
@@ -607,8 +608,7 @@ mod tests {
     impl Rig {
         fn new(flush_every: usize) -> Rig {
             let dir = tempfile::tempdir().unwrap();
-            let me = NodeId(1);
-            let (journal, restored) = Journal::open(dir.path()).unwrap();
+            let (journal, _) = Journal::open(dir.path()).unwrap();
             let journal = Arc::new(journal);
             let (asked_tx, asked) = mpsc::unbounded_channel();
             let gate = Arc::new(Gate {
@@ -624,33 +624,16 @@ mod tests {
                 deadline: LONG,
                 retry: LONG,
             };
-            let view = View {
-                epoch: Epoch(1),
-                traders: vec![me],
-            };
-            let mut cache = Cache::new(me, 1, settings, restored, now());
-            cache.set_view(&view);
-            // The stock, as the warehouse answers the cache's first lookup.
-            let lookup = (cache.start().into_iter())
-                .find_map(|a| match a {
-                    Action::Call(body) => body.request_id(),
-                    _ => None,
-                })
-                .expect("a lookup");
-            let stock = Body::Stock {
-                id: lookup,
-                stock: vec![10],
-            };
-            assert!(cache.on_answer(now(), lookup, Ok(stock)).is_empty());
+            let cache = stocked(settings, now(), 10);
             // A warehouse nobody listens at: a test needs only to see
             // whether a flush was sent, and each one comes back as failed.
             let closed = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .unwrap();
-            let warehouse = Link::new(me, NodeId(0), closed, Tcp::shared(), Arc::new(Clock::new()));
+            let warehouse = Link::new(ME, NodeId(0), closed, Tcp::shared(), Arc::new(Clock::new()));
             let mut d = Driver::new(
                 cache,
-                Arc::new(Membership::with_view(me, view)),
+                Arc::new(Membership::with_view(ME, in_epoch(1))),
                 journal,
                 Arc::new(warehouse),
                 Duration::from_secs(5),

@@ -64,6 +64,8 @@ use crate::wire::FlushEntry;
 pub const JOURNAL_FILE: &str = "journal.log";
 /// The journal as older traders wrote it (a redb table `key → entry`).
 const REDB_FILE: &str = "journal.redb";
+/// That table, its entries postcard-encoded.
+const REDB_QUEUE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("queue");
 /// The log is compacted once it is this long and mostly forgotten entries.
 pub const COMPACT_AT: u64 = 8 << 20;
 /// Longest record read back: beyond it, a length is taken for a torn one.
@@ -125,10 +127,7 @@ impl Journal {
     pub fn open(dir: &Path) -> Result<(Journal, Vec<(Key, FlushEntry)>), JournalError> {
         let path = dir.join(JOURNAL_FILE);
         let shown = path.display().to_string();
-        let err = |e: &dyn std::fmt::Display| JournalError::Store {
-            path: shown.clone(),
-            reason: e.to_string(),
-        };
+        let err = |e: &dyn std::fmt::Display| store_error(&shown, e);
         std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
         let mut file = OpenOptions::new()
             .create(true)
@@ -179,10 +178,7 @@ impl Journal {
         let path = dir.join(JOURNAL_FILE);
         if path.exists() {
             let shown = path.display().to_string();
-            let mut file = File::open(&path).map_err(|e| JournalError::Store {
-                path: shown.clone(),
-                reason: e.to_string(),
-            })?;
+            let mut file = File::open(&path).map_err(|e| store_error(&shown, &e))?;
             return Ok(sorted(&scan(&mut file, &shown)?.live));
         }
         let old = dir.join(REDB_FILE);
@@ -319,10 +315,15 @@ impl Journal {
     }
 
     fn error(&self, e: &dyn std::fmt::Display) -> JournalError {
-        JournalError::Store {
-            path: self.shown.clone(),
-            reason: e.to_string(),
-        }
+        store_error(&self.shown, e)
+    }
+}
+
+/// A failure of the journal at `shown` (its path, as shown).
+fn store_error(shown: &str, e: &dyn std::fmt::Display) -> JournalError {
+    JournalError::Store {
+        path: shown.to_string(),
+        reason: e.to_string(),
     }
 }
 
@@ -380,10 +381,7 @@ struct Scan {
 fn scan(file: &mut File, shown: &str) -> Result<Scan, JournalError> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)
-        .map_err(|e| JournalError::Store {
-            path: shown.to_string(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| store_error(shown, &e))?;
     let mut live = HashMap::new();
     let mut at = 0;
     while let Some(header) = bytes.get(at..at + HEADER) {
@@ -427,16 +425,11 @@ fn sorted(live: &HashMap<Key, FlushEntry>) -> Vec<(Key, FlushEntry)> {
 
 /// The entries of a journal an older trader wrote in redb.
 fn read_redb(path: &Path) -> Result<Vec<(Key, FlushEntry)>, JournalError> {
-    use redb::{Database, TableDefinition};
-    const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
     let shown = path.display().to_string();
-    let err = |e: &dyn std::fmt::Display| JournalError::Store {
-        path: shown.clone(),
-        reason: e.to_string(),
-    };
-    let db = Database::open(path).map_err(|e| err(&e))?;
+    let err = |e: &dyn std::fmt::Display| store_error(&shown, e);
+    let db = redb::Database::open(path).map_err(|e| err(&e))?;
     let txn = db.begin_read().map_err(|e| err(&e))?;
-    let t = match txn.open_table(QUEUE) {
+    let t = match txn.open_table(REDB_QUEUE) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
         Err(e) => return Err(err(&e)),
@@ -647,7 +640,6 @@ mod tests {
         j.commit(&[(1, entry(1))], &[]).unwrap();
         j.append(&[(2, entry(2))], &[]).unwrap();
         j.lock().broken = Some("a sync failed: injected".into());
-        assert!(j.lock().broken.is_some());
         let refused = j.append(&[(3, entry(3))], &[]).unwrap_err();
         assert!(refused.to_string().contains("injected"), "{refused}");
         j.recover(&[2]).unwrap();
@@ -660,14 +652,12 @@ mod tests {
 
     #[test]
     fn an_older_traders_redb_journal_is_read_and_moved_into_the_log() {
-        use redb::{Database, TableDefinition};
-        const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = Database::create(dir.path().join(REDB_FILE)).unwrap();
+            let db = redb::Database::create(dir.path().join(REDB_FILE)).unwrap();
             let txn = db.begin_write().unwrap();
             {
-                let mut t = txn.open_table(QUEUE).unwrap();
+                let mut t = txn.open_table(REDB_QUEUE).unwrap();
                 for k in [5u64, 7] {
                     let bytes = postcard::to_stdvec(&entry(k)).unwrap();
                     t.insert(k, bytes.as_slice()).unwrap();
